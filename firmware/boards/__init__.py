@@ -1,0 +1,20 @@
+# The board layer: everything physical. A board object gives the app
+#   path(name)            where a file of the kiosk's state lives
+#   ticks_ms(), unix_time()
+#   scanner_read() -> bytes or None (never blocks), scanner_write(bytes)
+#   wait(timeout_ms, sock)   sleep until scanner input, socket input or timeout
+#   show(screen)          LCD lines, LED colour, buzzer pattern (kiosk/ui.py)
+#   tick(now)             advance non-blocking outputs (buzzer patterns)
+#   HAS_WIFI, start_network(cfg), network_up()
+# Port differences live here and nowhere else.
+
+import sys
+
+
+def load():
+    """The board for the port we run on."""
+    if sys.platform == "esp32":
+        from boards.esp32 import Board
+    else:
+        from boards.sim import Board
+    return Board()

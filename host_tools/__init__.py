@@ -1,0 +1,3 @@
+"""The technicians' command line (`kioskctl`): find ports, and later flash, provision, deploy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,333 @@
+"""MQTT ingest: receive check-ins, commit them to the spool, only then acknowledge them.
+
+paho-mqtt's network thread validates each message (cheap) and queues it; a
+writer thread commits whatever has queued up in one SQLite transaction (group
+commit: one fsync for up to a few hundred messages instead of one each), then
+sends the MQTT PUBACKs (manual_ack) and one `kiosk/<device>/ack` per device.
+Until the PUBACK the broker keeps the message in the bridge's persistent
+session, so a bridge killed at any point loses nothing: the broker redelivers
+and the spool absorbs the duplicate.
+
+A PUBACK carries only a packet id, and the broker reuses packet ids once they
+are acked. A message received on an earlier connection must therefore never
+be acked on the current one (it could ack an unrelated, not yet stored
+message); it is skipped instead, and the broker's redelivery acks it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from mqtt_bridge.counters import Counters
+from mqtt_bridge.schema import PROTOCOL_VERSION, CheckIn, Rejection, parse_checkin
+from mqtt_bridge.spool import Spool, StoreResult
+
+log = logging.getLogger("mqtt_bridge.ingest")
+
+CHECKIN_SUBSCRIPTION = "kiosk/+/checkin"
+#: Logged (INFO) each time the subscription is confirmed; simulator/stack.py waits for it.
+READY_MESSAGE = "subscribed to kiosk/+/checkin (QoS 1): bridge ready"
+DEFAULT_CLIENT_ID = "kiosk-bridge"
+#: 30 days: the broker queues check-ins for a bridge that is down up to this long.
+DEFAULT_SESSION_EXPIRY = 30 * 24 * 3600
+#: Most messages committed in one transaction (the broker has at most 100 in flight anyway).
+MAX_GROUP = 500
+
+
+@dataclass(frozen=True)
+class _Item:
+    generation: int  # connection it arrived on
+    mid: int
+    qos: int
+    device: str
+    result: CheckIn | Rejection
+
+
+class _RateLimitedLog:
+    """Log at most `burst` lines per `window` seconds, then say how many were held back.
+
+    A misbehaving kiosk sending garbage in a loop must not flood the bridge's log.
+    """
+
+    def __init__(self, burst: int = 20, window: float = 10.0) -> None:
+        self.burst, self.window = burst, window
+        self._start, self._count, self._dropped = 0.0, 0, 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._start > self.window:
+            if self._dropped:
+                log.warning("%d more rejections not logged", self._dropped)
+            self._start, self._count, self._dropped = now, 0, 0
+        if self._count < self.burst:
+            self._count += 1
+            log.warning(msg, *args)
+        else:
+            self._dropped += 1
+
+
+class Ingest:
+    """The MQTT side of the bridge: one persistent-session paho client plus a writer thread."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        counters: Counters,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        client_id: str = DEFAULT_CLIENT_ID,
+        session_expiry: int = DEFAULT_SESSION_EXPIRY,
+        keepalive: int = 30,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_stored` is called after each commit that added records (wakes the forwarder)."""
+        self.spool = spool
+        self.counters = counters
+        self.host, self.port = host, port
+        self.session_expiry = session_expiry
+        self.keepalive = keepalive
+        self._on_stored = on_stored or (lambda: None)
+        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._stopping = threading.Event()
+        self._drain_deadline = float("inf")
+        # Guards (generation, connected) against the ack that relies on them; see module doc.
+        self._ack_lock = threading.Lock()
+        self._generation = 0
+        self._connected = False
+        self._connect_failures = 0
+        self._rejection_log = _RateLimitedLog()
+        self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.username_pw_set(username, password)
+        # Outgoing acks/replies in flight at once; paho's default of 20 throttles a busy fleet.
+        client.max_inflight_messages_set(100)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # A bug in a callback must cost one message, not the network thread.
+        client.suppress_exceptions = True
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self.client = client
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer and the MQTT network thread; connecting (and retrying) is async."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.session_expiry
+        self._writer.start()
+        log.info("connecting to broker %s:%d", self.host, self.port)
+        self.client.connect_async(
+            self.host, self.port, keepalive=self.keepalive, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        """Commit and ack what has been received, then disconnect (the session stays)."""
+        self._drain_deadline = time.monotonic() + drain_timeout
+        self._stopping.set()
+        if self._writer.is_alive():
+            self._writer.join(drain_timeout + 1.0)
+        # Never unsubscribe: the persistent session must keep queueing while we are away.
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up."""
+        return self._connected
+
+    # -- paho callbacks (network thread) ------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error(
+                "broker %s:%d refused the login: %s (check the bridge's MQTT account); retrying",
+                self.host,
+                self.port,
+                reason_code,
+            )
+            return
+        with self._ack_lock:
+            self._generation += 1
+            self._connected = True
+        self._connect_failures = 0
+        log.info(
+            "connected to broker %s:%d (session present: %s)",
+            self.host,
+            self.port,
+            flags.session_present,
+        )
+        # Harmless if the session already holds it; needed on the very first start.
+        client.subscribe(CHECKIN_SUBSCRIPTION, options=SubscribeOptions(qos=1))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._connect_failures += 1
+        log.warning(
+            "broker %s:%d not reachable (attempt %d); waiting for it, retrying with backoff",
+            self.host,
+            self.port,
+            self._connect_failures,
+        )
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._ack_lock:
+            was_connected, self._connected = self._connected, False
+        # After a refused login there was no connection to lose: on_connect said why.
+        if was_connected and not self._stopping.is_set():
+            log.warning("lost the broker connection (%s); reconnecting", reason_code)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("broker refused the subscription %s: %s", CHECKIN_SUBSCRIPTION, reason_codes)
+            return
+        log.info(READY_MESSAGE)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.counters.add("received")
+        device = ""
+        try:
+            parts = msg.topic.split("/")
+            device = parts[1] if len(parts) == 3 else ""
+            result: CheckIn | Rejection = parse_checkin(bytes(msg.payload), device)
+        except Exception:
+            # parse_checkin does not raise; this guards against the unforeseen (e.g. a
+            # topic that is not UTF-8). No traceback: it could quote the payload.
+            log.error("unprocessable message (mid %d); refusing it", msg.mid)
+            result = Rejection("invalid", "payload: unprocessable", None)
+        # on_connect runs on this same thread, so reading the generation needs no lock.
+        self._queue.put(_Item(self._generation, msg.mid, msg.qos, device, result))
+
+    # -- writer thread --------------------------------------------------------------
+
+    def _next_group(self) -> list[_Item]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        items = [first]
+        while len(items) < MAX_GROUP:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _write_loop(self) -> None:
+        while True:
+            if self._stopping.is_set() and time.monotonic() > self._drain_deadline:
+                return  # still busy at the deadline: the rest stays unacked and is redelivered
+            items = self._next_group()
+            if not items:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                self._handle(items)
+            except Exception as exc:
+                # Type only: an exception's text could quote a payload (personal data).
+                log.error(
+                    "failed to handle %d messages (%s); they stay unacked",
+                    len(items),
+                    type(exc).__name__,
+                )
+
+    def _store(self, records: list[CheckIn]) -> StoreResult | None:
+        """Commit, retrying while the disk refuses; None if stopping first (nothing acked)."""
+        attempt = 0
+        while True:
+            try:
+                return self.spool.store_detailed(records)
+            except Exception as exc:
+                attempt += 1
+                log.error("spool commit failed (%s); retry %d", type(exc).__name__, attempt)
+                if self._stopping.wait(min(5.0, 0.1 * 2**attempt)):
+                    return None
+
+    def _handle(self, items: list[_Item]) -> None:
+        records = [i.result for i in items if isinstance(i.result, CheckIn)]
+        if records:
+            stored = self._store(records)
+            if stored is None:
+                return
+            self.counters.add("stored", stored.new)
+            self.counters.add("duplicates", stored.duplicates)
+            if stored.new:
+                self._on_stored()
+        for item in items:
+            if isinstance(item.result, Rejection):
+                rej = item.result
+                self.counters.add("rejected")
+                self._rejection_log.warning(
+                    "rejected a message on kiosk/%s/checkin: %s (%s), seq %s",
+                    item.device,
+                    rej.error,
+                    rej.detail,
+                    rej.seq,
+                )
+
+        # Everything in `items` is now durable (or refused). Tell the kiosks first, then
+        # release the messages at the broker: a crash in between only means a redelivery.
+        current = self._generation
+        acks: dict[str, set[int]] = {}
+        for item in items:
+            if item.generation != current:
+                continue  # from an earlier connection: the broker redelivers it
+            if isinstance(item.result, CheckIn):
+                acks.setdefault(item.device, set()).add(item.result.seq)
+            else:
+                self.client.publish(f"kiosk/{item.device}/reply", item.result.to_payload(), qos=1)
+        for device, seqs in acks.items():
+            body = json.dumps({"v": PROTOCOL_VERSION, "seq": sorted(seqs)}, separators=(",", ":"))
+            self.client.publish(f"kiosk/{device}/ack", body, qos=1)
+        with self._ack_lock:
+            # Checked again under the lock: a reconnect may have happened meanwhile.
+            for item in items:
+                if self._connected and item.generation == self._generation:
+                    self.client.ack(item.mid, item.qos)

@@ -1,0 +1,168 @@
+"""The bridge's durable spool: check-ins between their MQTT ack and the backend's 200.
+
+SQLite in WAL mode with synchronous=FULL: once `store()` returns, the records
+survive a power cut, which is what lets ingest acknowledge them to the kiosk.
+The pending table is keyed on the check-in identity (device, seq), so a
+redelivered or resent check-in is absorbed by INSERT OR IGNORE. Records the
+backend refuses for good (HTTP 422) move to dead_letter with the reason.
+
+One connection shared by the ingest writer and the forwarder behind a lock:
+SQLite serialises writers anyway, and every critical section is short.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mqtt_bridge.schema import CheckIn
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    device      TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    body        TEXT    NOT NULL,
+    received_at REAL    NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    device    TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    body      TEXT    NOT NULL,
+    reason    TEXT    NOT NULL,
+    failed_at REAL    NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+"""
+
+
+@dataclass(frozen=True)
+class SpoolRow:
+    """A pending check-in: its rowid (insertion order), identity and canonical JSON body."""
+
+    rowid: int
+    device: str
+    seq: int
+    body: str
+
+    @property
+    def identity(self) -> str:
+        """`<device>:<seq>`."""
+        return f"{self.device}:{self.seq}"
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """Outcome of one durable store: every record is now held (new or already there)."""
+
+    seqs: list[int]
+    new: int
+    duplicates: int
+
+
+class Spool:
+    """The SQLite spool. Thread-safe; call `close()` when done."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves so a batch is one transaction.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL fsyncs the WAL on every commit: an acked check-in must survive a power cut.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the database (checkpoints the WAL)."""
+        with self._lock:
+            self._db.close()
+
+    def store_detailed(self, records: Sequence[CheckIn]) -> StoreResult:
+        """Commit `records` durably in one transaction; report how many were new.
+
+        Raises sqlite3.Error if the commit fails, in which case nothing may be acked.
+        """
+        now = time.time()
+        rows = [(r.device, r.seq, r.to_json(), now) for r in records]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                new = 0
+                for row in rows:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO pending (device, seq, body, received_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        row,
+                    )
+                    new += cur.rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return StoreResult([r.seq for r in records], new, len(rows) - new)
+
+    def store(self, records: Sequence[CheckIn]) -> list[int]:
+        """Commit `records` durably; return the seqs now stored or already held (all of them)."""
+        return self.store_detailed(records).seqs
+
+    def take(self, limit: int = 500) -> list[SpoolRow]:
+        """Up to `limit` pending rows, oldest first. They stay pending until deleted."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT rowid, device, seq, body FROM pending ORDER BY rowid LIMIT ?", (limit,)
+            )
+            return [SpoolRow(*row) for row in cur.fetchall()]
+
+    def delete(self, rows: Iterable[SpoolRow]) -> int:
+        """Remove rows the backend accepted; returns how many were removed."""
+        keys = [(r.device, r.seq) for r in rows]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                removed = 0
+                for key in keys:
+                    removed += self._db.execute(
+                        "DELETE FROM pending WHERE device = ? AND seq = ?", key
+                    ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return removed
+
+    def dead_letter(self, row: SpoolRow, reason: str) -> None:
+        """Move a row the backend refuses for good from pending to dead_letter, with why."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO dead_letter (device, seq, body, reason, failed_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (row.device, row.seq, row.body, reason, time.time()),
+                )
+                self._db.execute(
+                    "DELETE FROM pending WHERE device = ? AND seq = ?", (row.device, row.seq)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def depth(self) -> int:
+        """How many check-ins wait to be forwarded."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+
+    def dead_letters(self) -> list[tuple[str, int, str]]:
+        """(device, seq, reason) of every dead-lettered check-in, oldest first (no bodies)."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT device, seq, reason FROM dead_letter ORDER BY failed_at, rowid"
+            )
+            return [(str(d), int(s), str(r)) for d, s, r in cur.fetchall()]

