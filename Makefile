@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # MicroPython ESP32 type stubs live apart from the venv's site-packages so they
 # never shadow CPython's standard library for the host code.
 STUBS := $(VENV)/mpy-stubs
-STUBS_STAMP := $(STUBS)/.installed
+STUBS_STAMP := $(STUBS)/.installed-1.29
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test bench lint clean system-deps
@@ -33,7 +33,8 @@ $(STAMP):
 	@touch $@
 
 $(STUBS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --target $(STUBS) micropython-esp32-stubs
+	$(BIN)/python -m pip install --quiet --no-user --upgrade --target $(STUBS)/lib/site-packages \
+		'micropython-esp32-stubs~=1.29.0'
 	@touch $@
 
 demo: setup

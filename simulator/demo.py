@@ -87,7 +87,7 @@ class Demo:
         say(f"backend   city-backend emulator on {self.backend.url}")
         self.bridge = start_bridge(self.state_dir / "bridge", self.broker.port, bridge_password,
                                    self.backend.url)
-        say("bridge    kiosk-bridge subscribed, spool in .demo/bridge/")
+        say(f"bridge    kiosk-bridge subscribed, spool in {self.state_dir / 'bridge'}")
         for i, (dev, venue, gate) in enumerate(DEMO_KIOSKS):
             cfg = kiosk_config(dev, venue, gate, self.broker.port, passwords[dev])
             kiosk = VirtualKiosk(self.state_dir / dev, cfg).start()

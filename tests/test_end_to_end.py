@@ -29,7 +29,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def stack(tmp_path: Path, broker: Broker) -> Iterator[tuple[Broker, ServiceProcess, ServiceProcess]]:
+def stack(
+    tmp_path: Path, broker: Broker
+) -> Iterator[tuple[Broker, ServiceProcess, ServiceProcess]]:
     backend = start_backend(tmp_path / "backend")
     bridge = start_bridge(tmp_path / "bridge", broker.port, BRIDGE_PASSWORD, backend.url)
     try:
@@ -53,7 +55,7 @@ def scan_and_wait(kiosk: VirtualKiosk, sample: Sample) -> None:
 def test_two_hundred_codes_from_scanner_to_backend(
     tmp_path: Path, stack: tuple[Broker, ServiceProcess, ServiceProcess]
 ) -> None:
-    broker, backend, bridge = stack
+    broker, backend, _bridge = stack
     broker.add_account(DEVICE, "kiosk-secret")
     broker.restart()  # load the kiosk's account; the bridge reconnects by itself
     samples = SampleFactory(seed=2021).stream(200, bad_ratio=0.2)

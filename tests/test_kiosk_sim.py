@@ -16,8 +16,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import BRIDGE_PASSWORD, wait_for
-from kiosk.journal import Journal  # the firmware's own journal code, on CPython
 
+from kiosk.journal import Journal  # the firmware's own journal code, on CPython
 from simulator.broker import BRIDGE_USER, Broker, free_port
 from simulator.codes import PASS, SampleFactory
 from simulator.kiosk import VirtualKiosk, kiosk_config

@@ -122,6 +122,16 @@ class Kiosk:
         if self.mqtt.state != mqttc.UP:
             return
         pending = self.journal.pending
+        inflight = self.inflight
+        # Cheap checks first: this runs every loop pass, and sorting a large
+        # offline backlog each time would starve the scan path.
+        resend_due = False
+        for sent in inflight.values():
+            if time.ticks_diff(now, sent) >= RESEND_MS:
+                resend_due = True
+                break
+        if not resend_due and len(inflight) >= min(len(pending), MAX_INFLIGHT):
+            return
         for seq in self.journal.pending_seqs():
             if len(self.inflight) >= MAX_INFLIGHT or not self.mqtt.can_send(512):
                 return

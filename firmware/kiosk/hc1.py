@@ -33,7 +33,7 @@ try:
         stream = _deflate.DeflateIO(_io.BytesIO(data), _deflate.ZLIB, ZLIB_WBITS)
         return stream.read(cap + 1)
 except ImportError:  # CPython
-    import zlib as _zlib
+    import zlib as _zlib  # pyright: ignore[reportMissingImports]  (not on the device)
 
     def _inflate(data, cap):
         d = _zlib.decompressobj()
@@ -59,13 +59,13 @@ class HC1Cert:
 
     def __init__(self):
         self.protected = b""
-        self.unprotected = None
+        self.unprotected: dict | None = None
         self.payload = b""
         self.signature = b""
-        self.claims = None
-        self.dcc = None
+        self.claims: dict | None = None
+        self.dcc: dict | None = None
         self.kind = ""  # "v" vaccination, "t" test, "r" recovery
-        self.entry = None
+        self.entry: dict | None = None
 
     @property
     def uvci(self):

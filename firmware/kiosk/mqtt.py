@@ -18,6 +18,11 @@ import struct
 import time
 
 try:
+    from typing import Callable  # for type checkers; MicroPython ignores annotations
+except ImportError:
+    pass
+
+try:
     from micropython import const
 except ImportError:  # CPython (host tests and tools)
     def const(x):
@@ -81,10 +86,10 @@ class MQTTClient:
         self._t_recv = 0
         self.session_present = False
         # Callbacks, set by the app.
-        self.on_connect = None  # ()
-        self.on_message = None  # (topic str, payload bytes)
-        self.on_puback = None  # (pid)
-        self.on_down = None  # (reason str)
+        self.on_connect: Callable[[], None] | None = None
+        self.on_message: Callable[[str, bytes], None] | None = None
+        self.on_puback: Callable[[int], None] | None = None
+        self.on_down: Callable[[str], None] | None = None
 
     # -- connection ----------------------------------------------------------
 

@@ -1,6 +1,7 @@
 # Reading personal codes (firmware/kiosk/codes.py, hc1.py, base45.py, cbor.py).
 
 import fwtest
+
 from kiosk import base45, cbor, codes, hc1
 
 

@@ -3,6 +3,7 @@
 import json
 
 import fwtest
+
 from kiosk import config
 
 GOOD = {"device": "kiosk-q1-0001", "venue": "HCM-Q1-000123", "gate": "A",

@@ -3,6 +3,7 @@
 import os
 
 import fwtest
+
 from kiosk.journal import Journal
 
 

@@ -1,0 +1,269 @@
+# The ESP32 board: the reference build of hardware/ (ESP32-WROOM-32 DevKitC).
+#
+#   scanner  machine.UART, 9600 8N1, 2 KB receive ring, timeout 0: never blocks
+#   display  HD44780 16x2 on a PCF8574 I2C backpack (boards/hd44780.py) at
+#            0x27 or 0x3F; if neither answers: a warning, and the kiosk runs
+#            without a display (LED and buzzer still give the verdict)
+#   LED      RGB on three PWM pins, common cathode (or anode: duty inverted)
+#   buzzer   passive, PWM at its resonant frequency; kiosk/ui.py BUZZ patterns
+#            are played by tick(now), never by sleeping
+#   network  WLAN station: start_network() starts connecting and returns; the
+#            IDF driver reconnects by itself after a drop
+#
+# Pins come from /pinmap.json (hardware/pinmap.json, deployed next to main.py);
+# without it, DEFAULT_PINS (the same values; a test keeps them equal). The only
+# module that imports machine and network.
+# Heap (measured on the 64-bit unix port; less on the 32-bit ESP32): ~1 KB for
+# the pin map (notes dropped), ~0.1 KB of LCD buffers, the peripheral objects,
+# and ~7 KB of bytecode for this module plus ~2.7 KB for hd44780 unless they
+# are frozen into the firmware image. The UART ring buffer and the Wi-Fi stack
+# live in the IDF heap, outside the GC heap.
+
+import json
+import select
+import time
+
+import machine
+import network
+
+from boards.hd44780 import HD44780
+from kiosk import log
+from kiosk.ui import BUZZ, LED_RGB
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host tests with a stand-in machine module)
+    def const(x):
+        return x
+
+_READ_MAX = const(512)  # bytes taken from the UART per scanner_read()
+_RXBUF_MIN = const(2048)  # a 1 KB-plus HC1 code must fit while the loop is busy
+_BUZZ_DUTY = const(32768)  # 50 %: loudest square wave for a passive buzzer
+# time.time() counts from 2000-01-01 on ports built that way: gmtime(0) says.
+_EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
+
+_OPTIONAL = ("lcd", "status_led")  # sections that may be null: not fitted
+
+# == hardware/pinmap.json without its "note" fields (tests/test_firmware_build.py).
+DEFAULT_PINS = {
+    "version": 1,
+    "board": "ESP32-WROOM-32 DevKitC (4 MB flash, no PSRAM)",
+    "scanner": {"uart": 2, "tx": 17, "rx": 16, "baud": 9600, "rxbuf": 2048},
+    "i2c": {"id": 0, "sda": 21, "scl": 22, "freq": 100000},
+    "lcd": {"addrs": [39, 63], "cols": 16, "rows": 2},
+    "rgb_led": {"r": 25, "g": 26, "b": 27, "common_cathode": True, "pwm_freq": 1000},
+    "buzzer": {"pin": 32, "freq": 2700},
+    "status_led": {"pin": 33, "active_high": True},
+}
+
+
+def load_pins(path):
+    """DEFAULT_PINS, each section updated key by key with the file's. A section
+    set to null means "not fitted" (lcd, status_led only). A missing or bad
+    file, or a bad section: the defaults for it, with a warning."""
+    try:
+        with open(path) as f:
+            given = json.load(f)
+    except OSError:
+        log.info("board", path + " not found: built-in pin map")
+        return DEFAULT_PINS
+    except ValueError:
+        log.warn("board", path + ": not valid JSON, using the built-in pin map")
+        return DEFAULT_PINS
+    if not isinstance(given, dict) or given.get("version") != 1:
+        log.warn("board", path + ": needs \"version\": 1, using the built-in pin map")
+        return DEFAULT_PINS
+    pins = {}
+    for key in DEFAULT_PINS:
+        base = DEFAULT_PINS[key]
+        over = given.get(key, base)
+        if isinstance(base, dict):
+            if isinstance(over, dict):
+                merged = dict(base)
+                merged.update(over)
+                merged.pop("note", None)  # for people; ~1 KB of heap otherwise
+                over = merged
+            elif not (over is None and key in _OPTIONAL):
+                log.warn("board", path + ": " + key + " must be an object; built-in used")
+                over = base
+        elif type(over) is not type(base):
+            over = base
+        pins[key] = over
+    return pins
+
+
+class Buzzer:
+    """Plays a BUZZ pattern ((on_ms, off_ms), ...) on a PWM output, advanced by
+    tick(now); a new pattern replaces the one playing."""
+
+    def __init__(self, pwm):
+        self.pwm = pwm
+        self.pattern = None
+        self.step = 0
+        self.on = False
+        self.edge = 0  # ticks_ms of the next change
+
+    def _set(self, on):
+        self.pwm.duty_u16(_BUZZ_DUTY if on else 0)
+        self.on = on
+
+    def play(self, pattern, now):
+        self.pattern = pattern
+        self.step = 0
+        self._set(True)
+        self.edge = time.ticks_add(now, pattern[0][0])
+
+    def tick(self, now):
+        pat = self.pattern
+        if pat is None or time.ticks_diff(now, self.edge) < 0:
+            return
+        if self.on:
+            self._set(False)
+            off = pat[self.step][1]
+            if off > 0:
+                self.edge = time.ticks_add(now, off)
+                return
+        self.step += 1
+        if self.step >= len(pat):
+            self.pattern = None
+            return
+        self._set(True)
+        self.edge = time.ticks_add(now, pat[self.step][0])
+
+    def due(self, now):
+        """Milliseconds until the next change (0 if late), or -1 if idle."""
+        if self.pattern is None:
+            return -1
+        return max(0, time.ticks_diff(self.edge, now))
+
+
+class Board:
+    HAS_WIFI = True
+
+    def __init__(self, pins_path="/pinmap.json"):
+        self.ticks_ms = time.ticks_ms  # no Python frame per call: the loop calls it often
+        pins = self.pins = load_pins(pins_path)
+        Pin = machine.Pin
+        s = pins["scanner"]
+        self._uart = machine.UART(s["uart"], baudrate=s["baud"], tx=s["tx"], rx=s["rx"],
+                                  rxbuf=max(s["rxbuf"], _RXBUF_MIN), timeout=0)
+        self._poll = select.poll()
+        self._poll.register(self._uart, select.POLLIN)
+        self._sock = None
+        self.lcd = _open_lcd(pins["i2c"], pins["lcd"]) if pins["lcd"] else None
+        self._lcd_ok = True
+        led = pins["rgb_led"]
+        self._cathode = led["common_cathode"]
+        self._rgb = [machine.PWM(Pin(led[c]), freq=led["pwm_freq"], duty_u16=self._duty(0))
+                     for c in ("r", "g", "b")]
+        bz = pins["buzzer"]
+        self.buzzer = Buzzer(machine.PWM(Pin(bz["pin"]), freq=bz["freq"], duty_u16=0))
+        st = pins.get("status_led")
+        self._status = None
+        if st and st.get("pin") is not None:
+            self._status_on = 1 if st.get("active_high", True) else 0
+            self._status = Pin(st["pin"], Pin.OUT, value=1 - self._status_on)
+        self._status_up = False
+        self._wlan = None
+
+    def path(self, name):
+        return "/" + name
+
+    # -- time (ticks_ms is time.ticks_ms itself, set in __init__) ---------------
+
+    def unix_time(self):
+        return time.time() + _EPOCH_OFFSET
+
+    # -- scanner -------------------------------------------------------------
+
+    def scanner_read(self):
+        n = self._uart.any()
+        if n <= 0:
+            return None  # no 512-byte read buffer allocated on an idle pass
+        return self._uart.read(min(n, _READ_MAX))
+
+    def scanner_write(self, data):
+        self._uart.write(data)
+
+    def wait(self, timeout_ms, sock):
+        if sock is not self._sock:
+            if self._sock is not None:
+                try:
+                    self._poll.unregister(self._sock)
+                except (OSError, KeyError, ValueError):
+                    pass
+            if sock is not None:
+                self._poll.register(sock, select.POLLIN)
+            self._sock = sock
+        due = self.buzzer.due(time.ticks_ms())
+        if 0 <= due < timeout_ms:
+            timeout_ms = due  # wake for the buzzer's next edge, keep its rhythm
+        self._poll.ipoll(timeout_ms)  # waits like poll() without allocating a result list
+
+    # -- outputs -------------------------------------------------------------
+
+    def _duty(self, level):
+        v = level * 257  # 0..255 -> 0..65535
+        return v if self._cathode else 65535 - v
+
+    def show(self, screen):
+        lcd = self.lcd
+        if lcd is not None:
+            try:
+                if not self._lcd_ok:
+                    lcd.init()  # resync after a bus error (~75 ms, only then)
+                lcd.show(screen.lines)
+                self._lcd_ok = True
+            except OSError as e:
+                if self._lcd_ok:
+                    log.warn("board", "LCD write failed: %s" % e)
+                self._lcd_ok = False
+        rgb = LED_RGB.get(screen.led) or LED_RGB["off"]
+        for i in range(3):
+            self._rgb[i].duty_u16(self._duty(rgb[i]))
+        if screen.buzz is not None:
+            pattern = BUZZ.get(screen.buzz)
+            if pattern:
+                self.buzzer.play(pattern, time.ticks_ms())
+
+    def tick(self, now):
+        self.buzzer.tick(now)
+        if self._status is not None:
+            up = self._wlan is not None and self._wlan.isconnected()
+            if up != self._status_up:
+                self._status_up = up
+                self._status.value(self._status_on if up else 1 - self._status_on)
+
+    # -- network -------------------------------------------------------------
+
+    def start_network(self, cfg):
+        wifi = cfg["wifi"]
+        network.hostname(cfg["device"])  # the DHCP name operators see
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        try:
+            wlan.config(pm=wlan.PM_NONE)  # mains powered: no sleep between beacons
+        except (ValueError, OSError) as e:
+            log.warn("board", "wlan pm: %s" % e)
+        wlan.connect(wifi["ssid"], wifi["password"])  # returns at once
+        self._wlan = wlan
+        log.info("board", "Wi-Fi connecting to " + wifi["ssid"])
+
+    def network_up(self):
+        return self._wlan is not None and self._wlan.isconnected()
+
+
+def _open_lcd(bus, lcd):
+    i2c = machine.I2C(bus["id"], sda=machine.Pin(bus["sda"]), scl=machine.Pin(bus["scl"]),
+                      freq=bus["freq"])
+    try:
+        found = i2c.scan()
+        for addr in lcd["addrs"]:
+            if addr in found:
+                log.info("board", "LCD at 0x%02x" % addr)
+                return HD44780(i2c, addr, lcd["cols"], lcd["rows"])
+    except OSError as e:
+        log.warn("board", "I2C: %s" % e)
+    log.warn("board", "no LCD at %s on I2C %d: running without a display"
+             % ("/".join("0x%02x" % a for a in lcd["addrs"]), bus["id"]))
+    return None
