@@ -10,12 +10,14 @@ process it started.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -115,16 +117,16 @@ class Demo:
             feed.scanned += 1
 
     def stop(self) -> None:
+        """Stop everything started, each step regardless of the others failing."""
         self.stop_event.set()
-        for t in self.threads:
-            t.join(timeout=5)
-        for feed in self.feeds:
-            feed.kiosk.stop()
-        for service in (self.bridge, self.backend):
-            if service is not None:
-                service.stop()
+        steps: list[Callable[[], object]] = [lambda t=t: t.join(timeout=5) for t in self.threads]
+        steps += [feed.kiosk.stop for feed in self.feeds]
+        steps += [s.stop for s in (self.bridge, self.backend) if s is not None]
         if self.broker is not None:
-            self.broker.stop()
+            steps.append(self.broker.stop)
+        with contextlib.ExitStack() as stack:
+            for step in reversed(steps):  # ExitStack unwinds last-in first-out
+                stack.callback(step)
 
     # -- observing -----------------------------------------------------------
 
@@ -225,12 +227,15 @@ def run_demo(state_dir: Path, duration: float | None = None, plain: bool = False
                         live.update(demo.render(stats))
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        pass  # our output pipe closed (e.g. `make demo | tee` interrupted): just clean up
     finally:
-        if demo.backend is not None:
+        # Stop first: printing can fail once the terminal or pipe is gone.
+        if demo.backend is not None and demo.backend.alive():
             with httpx.Client(timeout=2) as http:
                 total = int(demo.backend_stats(http).get("total", total))
-        console.print("stopping kiosks, bridge, backend and broker ...")
         demo.stop()
-        console.print(f"stopped. The backend received {total} check-ins; "
-                      f"state kept in {state_dir}/ for a look.")
+        with contextlib.suppress(OSError):
+            console.print(f"stopped kiosks, bridge, backend and broker. The backend received "
+                          f"{total} check-ins; state kept in {state_dir}/ for a look.")
     return 0
