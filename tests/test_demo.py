@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,34 @@ def test_demo_rejects_a_bad_duration() -> None:
     assert proc.returncode == 2
     assert "--duration must be > 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
+    state = tmp_path / "demo-state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "demo", "--plain", "--interval", "0.3",
+         "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 60
+        # Wait until a check-in has been answered, reading output as it comes.
+        while "HOP LE" not in seen:
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            if ready:
+                line = proc.stdout.readline()
+                assert line, f"demo exited early:\n{seen}"
+                seen += line
+        assert processes_mentioning(str(state))  # broker, backend, bridge, kiosks running
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, seen + out
+        assert "stopped kiosks, bridge, backend and broker" in out
+        assert processes_mentioning(str(state)) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
