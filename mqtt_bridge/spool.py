@@ -64,18 +64,27 @@ class StoreResult:
     duplicates: int
 
 
+def open_durable_db(path: Path | str) -> sqlite3.Connection:
+    """A SQLite connection for records that must survive a crash or power cut.
+
+    WAL for concurrent readers; synchronous=FULL fsyncs the WAL on every commit,
+    because a commit is a promise (an ack to a kiosk, a 200 to the bridge).
+    isolation_level=None: callers issue BEGIN/COMMIT so a batch is one transaction.
+    """
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
 class Spool:
     """The SQLite spool. Thread-safe; call `close()` when done."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves so a batch is one transaction.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL fsyncs the WAL on every commit: an acked check-in must survive a power cut.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = open_durable_db(self.path)
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ from mqtt_bridge.schema import (
     describe_validation_error,
     loads_strict,
 )
+from mqtt_bridge.spool import open_durable_db
 
 log = logging.getLogger("simulator.backend")
 
@@ -74,10 +75,8 @@ class BackendStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # A 200 promises the bridge it may forget the batch: make it true across a crash.
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_durable_db(self.path)
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

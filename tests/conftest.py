@@ -13,6 +13,7 @@ from typing import TypeVar
 import pytest
 
 from simulator.broker import BRIDGE_USER, Broker
+from simulator.stack import ServiceProcess, start_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
@@ -74,6 +75,16 @@ def _firmware_test_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     write_samples(samples)
     os.environ["KIOSK_TEST_SAMPLES"] = str(samples)
     os.environ["KIOSK_TEST_TMP"] = str(base)
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """A running city-backend emulator on a free port, empty database in tmp_path."""
+    service = start_backend(tmp_path / "backend")
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 @pytest.fixture(scope="session")

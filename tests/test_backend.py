@@ -7,7 +7,6 @@ the running service; the state is its SQLite file on disk.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,6 @@ from fixtures_services import (
 from simulator.stack import ServiceProcess, start_backend
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[ServiceProcess]:
-    """A running backend emulator with an empty database in tmp_path."""
-    service = start_backend(tmp_path / "backend")
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 def test_store_query_and_survive_restart(backend: ServiceProcess, tmp_path: Path) -> None:

@@ -202,16 +202,6 @@ def kiosk_broker(broker: Broker) -> Broker:
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> Iterator[ServiceProcess]:
-    """The backend emulator on a free port."""
-    service = start_backend(tmp_path / "backend")
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def bridge_factory(tmp_path: Path, kiosk_broker: Broker) -> Iterator[Callable[..., ServiceProcess]]:
     """Start bridges on one state folder (same spool each time); all stopped at the end."""
     started: list[ServiceProcess] = []

@@ -19,7 +19,7 @@ from conftest import BRIDGE_PASSWORD, wait_for
 from simulator.broker import Broker
 from simulator.codes import PASS, REFUSED, UNREADABLE, Sample, SampleFactory
 from simulator.kiosk import VirtualKiosk, kiosk_config
-from simulator.stack import ServiceProcess, start_backend, start_bridge
+from simulator.stack import ServiceProcess, start_bridge
 
 VENUE = "HCM-Q1-000123"
 DEVICE = "kiosk-e2e-01"
@@ -30,15 +30,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def stack(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: Broker, backend: ServiceProcess
 ) -> Iterator[tuple[Broker, ServiceProcess, ServiceProcess]]:
-    backend = start_backend(tmp_path / "backend")
     bridge = start_bridge(tmp_path / "bridge", broker.port, BRIDGE_PASSWORD, backend.url)
     try:
         yield broker, backend, bridge
     finally:
         bridge.stop()
-        backend.stop()
 
 
 def scan_and_wait(kiosk: VirtualKiosk, sample: Sample) -> None:

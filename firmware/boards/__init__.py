@@ -8,7 +8,22 @@
 #   HAS_WIFI, start_network(cfg), network_up()
 # Port differences live here and nowhere else.
 
+import select
 import sys
+
+
+def watch_socket(poll, old, new):
+    """Make `poll` watch socket `new` (or none) for input instead of `old`.
+    Returns `new`, to keep as the next call's `old`."""
+    if new is not old:
+        if old is not None:
+            try:
+                poll.unregister(old)
+            except (OSError, KeyError, ValueError):
+                pass  # already closed: nothing to unregister
+        if new is not None:
+            poll.register(new, select.POLLIN)
+    return new
 
 
 def load():

@@ -26,6 +26,7 @@ import time
 import machine
 import network
 
+from boards import watch_socket
 from boards.hd44780 import HD44780
 from kiosk import log
 from kiosk.ui import BUZZ, LED_RGB
@@ -186,15 +187,7 @@ class Board:
         self._uart.write(data)
 
     def wait(self, timeout_ms, sock):
-        if sock is not self._sock:
-            if self._sock is not None:
-                try:
-                    self._poll.unregister(self._sock)
-                except (OSError, KeyError, ValueError):
-                    pass
-            if sock is not None:
-                self._poll.register(sock, select.POLLIN)
-            self._sock = sock
+        self._sock = watch_socket(self._poll, self._sock, sock)
         due = self.buzzer.due(time.ticks_ms())
         if 0 <= due < timeout_ms:
             timeout_ms = due  # wake for the buzzer's next edge, keep its rhythm

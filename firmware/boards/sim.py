@@ -14,6 +14,7 @@ import os
 import select
 import time
 
+from boards import watch_socket
 from kiosk import log
 
 
@@ -58,15 +59,7 @@ class Board:
             self._scanner.write(data)
 
     def wait(self, timeout_ms, sock):
-        if sock is not self._sock:
-            if self._sock is not None:
-                try:
-                    self._poll.unregister(self._sock)
-                except (OSError, KeyError, ValueError):
-                    pass
-            if sock is not None:
-                self._poll.register(sock, select.POLLIN)
-            self._sock = sock
+        self._sock = watch_socket(self._poll, self._sock, sock)
         self._poll.poll(timeout_ms)
 
     # -- outputs -------------------------------------------------------------

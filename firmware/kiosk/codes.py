@@ -39,7 +39,6 @@ R_ADDRESS = "address"
 
 
 class Code:
-
     def __init__(self, status, type_="", ident="", name="", reason="", cert=None):
         self.status = status
         self.type = type_
