@@ -15,15 +15,18 @@ import random
 import secrets
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
+import serial
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -110,23 +113,43 @@ class Demo:
             scanner = feed.kiosk.scanner
             if scanner is None:
                 return
-            if sample.terminated:
-                scanner.scan(sample.payload)
-            else:
-                scanner.write_raw(sample.payload)
+            try:
+                if sample.terminated:
+                    scanner.scan(sample.payload)
+                else:
+                    scanner.write_raw(sample.payload)
+            except (OSError, serial.SerialException):
+                return  # the kiosk is being stopped: its serial line is gone
             feed.scanned += 1
 
-    def stop(self) -> None:
-        """Stop everything started, each step regardless of the others failing."""
+    def stop(self, say: Callable[[str], object] = print) -> None:
+        """Stop everything started, all at once (so the slowest process bounds the
+        time taken, not the sum), each regardless of the others failing."""
         self.stop_event.set()
-        steps: list[Callable[[], object]] = [lambda t=t: t.join(timeout=5) for t in self.threads]
-        steps += [feed.kiosk.stop for feed in self.feeds]
-        steps += [s.stop for s in (self.bridge, self.backend) if s is not None]
+        steps: dict[str, Callable[[], object]] = {
+            feed.kiosk.device: feed.kiosk.stop for feed in self.feeds}
+        for name, service in (("bridge", self.bridge), ("backend", self.backend)):
+            if service is not None:
+                steps[name] = service.stop
         if self.broker is not None:
-            steps.append(self.broker.stop)
-        with contextlib.ExitStack() as stack:
-            for step in reversed(steps):  # ExitStack unwinds last-in first-out
-                stack.callback(step)
+            steps["broker"] = self.broker.stop
+
+        def timed(step: Callable[[], object]) -> float:
+            t0 = time.monotonic()
+            step()
+            return time.monotonic() - t0
+
+        with ThreadPoolExecutor(max_workers=len(steps) or 1) as pool:
+            futures = {name: pool.submit(timed, step) for name, step in steps.items()}
+        for name, future in futures.items():
+            try:
+                took = future.result()
+                if took > 3:
+                    say(f"({name} took {took:.1f} s to stop)")
+            except Exception as e:  # report and go on: the others were stopped anyway
+                say(f"stopping {name} failed: {e}")
+        for t in self.threads:
+            t.join(timeout=2)
 
     # -- observing -----------------------------------------------------------
 
@@ -148,7 +171,7 @@ class Demo:
         assert self.backend is not None
         try:
             return dict(http.get(self.backend.url + "/api/v1/stats").json())
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # down, or not answering JSON: no figures
             return {}
 
     # -- rendering -----------------------------------------------------------
@@ -187,6 +210,12 @@ class Demo:
     def plain_line(when: str, device: str, shown: dict[str, Any]) -> str:
         lcd = " | ".join(line.rstrip() for line in shown["lines"])
         return f"{when} {device:15} {shown['led']:6} {lcd}"
+
+
+def _note(text: str) -> None:
+    """A remark on stderr that never fails (the terminal may be gone)."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -234,7 +263,7 @@ def run_demo(state_dir: Path, duration: float | None = None, plain: bool = False
         if demo.backend is not None and demo.backend.alive():
             with httpx.Client(timeout=2) as http:
                 total = int(demo.backend_stats(http).get("total", total))
-        demo.stop()
+        demo.stop(say=_note)
         with contextlib.suppress(OSError):
             console.print(f"stopped kiosks, bridge, backend and broker. The backend received "
                           f"{total} check-ins; state kept in {state_dir}/ for a look.")

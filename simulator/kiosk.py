@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -172,6 +173,10 @@ class VirtualKiosk:
             return self.console_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def acked(self) -> int:
+        """Check-ins the bridge has acknowledged so far, from the kiosk's console log."""
+        return sum(int(m) for m in re.findall(r"bridge stored (\d+),", self.console()))
 
     def stop(self, kill: bool = False) -> None:
         """Stop the firmware (SIGKILL = power cut) and close the scanner line."""

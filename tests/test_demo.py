@@ -79,7 +79,8 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
                 seen += line
         assert processes_mentioning(str(state))  # broker, backend, bridge, kiosks running
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        out, _ = proc.communicate(timeout=60)
+        # Generous: this asserts that everything stops, not how fast (see make bench).
+        out, _ = proc.communicate(timeout=180)
         assert proc.returncode == 0, seen + out
         assert "stopped kiosks, bridge, backend and broker" in out
         assert processes_mentioning(str(state)) == []

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from conftest import BRIDGE_PASSWORD, wait_for
 
+from kiosk.journal import Journal  # the firmware's own journal code, on CPython
 from simulator.broker import Broker
 from simulator.codes import PASS, REFUSED, UNREADABLE, Sample, SampleFactory
 from simulator.kiosk import VirtualKiosk, kiosk_config
@@ -98,5 +99,9 @@ def test_two_hundred_codes_from_scanner_to_backend(
             assert r["verdict"] == "pass" and r["how"] == "provisional" and r["fw"] == "0.1.0"
             assert started - 5 <= r["ts"] <= int(time.time()) + 5
         assert kiosk.alive()
+        # The bridge acknowledged every check-in back to the kiosk ...
+        wait_for(lambda: kiosk.acked() == len(expected), what="acks back at the kiosk")
     finally:
         kiosk.stop()
+    # ... so its journal, read with the firmware's own code, holds nothing any more.
+    assert Journal(str(kiosk.state_dir / "journal.log")).pending_seqs() == []

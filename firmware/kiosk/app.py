@@ -92,7 +92,14 @@ class Kiosk:
         verdict, how = decide(code)
         seq = self.journal.next_seq()
         payload = checkin.encode(self.cfg, seq, self.board.unix_time(), code, verdict, how)
-        self.journal.append(seq, payload)  # durable before anything is shown
+        try:
+            self.journal.append(seq, payload)  # durable before anything is shown
+        except OSError as e:
+            # Flash full or failing: a check-in that cannot be kept is not admitted.
+            self.counts["refused"] += 1
+            log.error("journal", "cannot store check-in %d: %s" % (seq, e))
+            self._show(ui.refused("storage"))
+            return
         self.counts["pass" if verdict == "pass" else "refused"] += 1
         self._show(ui.passed(code.name) if verdict == "pass" else ui.refused("rules"))
         log.info("scan", "check-in %d %s %s" % (seq, code.type, verdict))
@@ -221,7 +228,12 @@ class Kiosk:
                  % (self.device, VERSION, len(self.journal.pending)))
         self.board.show(ui.idle(self.cfg["gate"]))
         while True:
-            self.step(LOOP_MS)
+            try:
+                self.step(LOOP_MS)
+            except Exception as e:  # last resort: a bug must not close the entrance
+                log.error("app", "loop error: %r" % (e,))
+                self.mqtt.close()
+                self._on_down("loop error")  # start the session afresh, after a backoff
 
 
 def main(board):

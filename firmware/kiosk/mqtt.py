@@ -263,8 +263,15 @@ class MQTTClient:
             if len(body) < 2:
                 return
             tlen = (body[0] << 8) | body[1]
-            topic = str(body[2:2 + tlen], "utf-8")
             pos = 2 + tlen
+            if len(body) < pos + (2 if qos else 0):
+                self._down("malformed PUBLISH")
+                return
+            try:
+                topic = str(body[2:pos], "utf-8")
+            except UnicodeError:
+                self._down("malformed PUBLISH topic")
+                return
             if qos:
                 pid = (body[pos] << 8) | body[pos + 1]
                 pos += 2

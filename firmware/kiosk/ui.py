@@ -93,6 +93,7 @@ REASONS = {
     "id_type": "Sai loai ID",
     "qid": "Sai ma QID",
     "address": "Sai dia chi",
+    "storage": "Loi bo nho",
 }
 
 
