@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator.process import die_with_parent
+
 CONFIG_TEMPLATE = Path(__file__).with_name("mosquitto.conf")
 
 # The bridge's account and rights; a kiosk's rights come from the `pattern`
@@ -122,6 +124,7 @@ class Broker:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
         _wait_port(self.port, time.monotonic() + timeout, self.proc)

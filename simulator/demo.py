@@ -227,7 +227,9 @@ def run_demo(state_dir: Path, duration: float | None = None, plain: bool = False
     """Run the demo until Ctrl-C / SIGTERM or `duration` seconds; returns an exit code."""
     console = Console()
     plain = plain or not console.is_terminal
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C, `kill` and a closed terminal all stop the demo the same clean way.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
     demo = Demo(state_dir.resolve(), seed=seed, interval=interval)
     deadline = time.monotonic() + duration if duration else None
     total = 0

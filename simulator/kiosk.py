@@ -26,6 +26,8 @@ from typing import Any
 
 import serial
 
+from simulator.process import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE_DIR = ROOT / "firmware"
 
@@ -159,6 +161,7 @@ class VirtualKiosk:
                 stderr=subprocess.STDOUT,
                 pass_fds=[master],
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         os.close(master)
         self.scanner = VirtualScanner(slave_name)

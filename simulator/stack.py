@@ -35,6 +35,7 @@ import httpx
 from mqtt_bridge.cli import PASSWORD_ENV
 from mqtt_bridge.ingest import READY_MESSAGE
 from simulator.broker import free_port
+from simulator.process import die_with_parent
 
 BACKEND_LOG = "backend.log"
 BRIDGE_LOG = "bridge.log"
@@ -125,6 +126,7 @@ def _spawn(
             cwd=state_dir,
             env=full_env,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     service = ServiceProcess(name, proc, log_path, _log_offset=offset)
     _live.add(service)

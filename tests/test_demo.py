@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -58,33 +59,54 @@ def test_demo_rejects_a_bad_duration() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
-    state = tmp_path / "demo-state"
+def start_demo_until_first_checkin(state: Path) -> subprocess.Popen[str]:
+    """Start the demo and return once it has shown a pass (everything is running)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulator.cli", "demo", "--plain", "--interval", "0.3",
          "--state-dir", str(state)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "HOP LE" not in seen:
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no check-in shown within 60 s:\n{seen}")
+        ready, _, _ = select.select([proc.stdout], [], [], 1)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                pytest.fail(f"demo exited early:\n{seen}")
+            seen += line
+    assert processes_mentioning(str(state))  # broker, backend, bridge, kiosks running
+    return proc
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM],
+                         ids=["ctrl-c", "terminal-closed", "kill"])
+def test_stopping_the_demo_stops_every_process_it_started(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    state = tmp_path / "demo-state"
+    proc = start_demo_until_first_checkin(state)
     try:
-        assert proc.stdout is not None
-        seen = ""
-        deadline = time.monotonic() + 60
-        # Wait until a check-in has been answered, reading output as it comes.
-        while "HOP LE" not in seen:
-            assert time.monotonic() < deadline, seen
-            ready, _, _ = select.select([proc.stdout], [], [], 1)
-            if ready:
-                line = proc.stdout.readline()
-                assert line, f"demo exited early:\n{seen}"
-                seen += line
-        assert processes_mentioning(str(state))  # broker, backend, bridge, kiosks running
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        proc.send_signal(how)
         # Generous: this asserts that everything stops, not how fast (see make bench).
         out, _ = proc.communicate(timeout=180)
-        assert proc.returncode == 0, seen + out
+        assert proc.returncode == 0, out
         assert "stopped kiosks, bridge, backend and broker" in out
         assert processes_mentioning(str(state)) == []
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_even_a_killed_demo_leaves_nothing_behind(tmp_path: Path) -> None:
+    state = tmp_path / "demo-state"
+    proc = start_demo_until_first_checkin(state)
+    proc.kill()  # SIGKILL: no cleanup code runs in the demo itself
+    proc.wait()
+    wait_for(lambda: processes_mentioning(str(state)) == [], timeout=60,
+             what="the demo's children to follow their parent")
