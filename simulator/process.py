@@ -4,6 +4,9 @@ Written here because neither subprocess nor a maintained library offers it:
 on Linux, prctl(PR_SET_PDEATHSIG) makes the kernel send the child SIGTERM
 when its parent dies, even by SIGKILL, so a killed demo or test run cannot
 leave brokers, services or kiosks behind. Elsewhere this does nothing.
+
+The kernel sends the signal when the *thread* that started the child exits,
+so start long-lived processes from the main thread (all callers here do).
 """
 
 from __future__ import annotations

@@ -14,13 +14,12 @@ Output goes to `<state_dir>/<name>.log` (appended across restarts), exposed as
 - bridge: a log line containing `mqtt_bridge.ingest.READY_MESSAGE` appears
   after the start (it is logged each time the broker confirms the subscription).
 
-A process still running when the interpreter exits is killed (atexit), so a
-crashed test run cannot leave services behind.
+A service gets SIGTERM when the process that started it dies, however it
+dies (simulator/process.py), so a crashed test run cannot leave services behind.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import signal
@@ -42,7 +41,6 @@ BRIDGE_LOG = "bridge.log"
 BACKEND_DB = "backend.sqlite3"
 BRIDGE_DB = "bridge-spool.sqlite3"
 
-_live: set[ServiceProcess] = set()
 
 
 class ServiceError(RuntimeError):
@@ -80,7 +78,6 @@ class ServiceProcess:
 
     def stop(self, kill: bool = False, timeout: float = 10.0) -> int | None:
         """SIGTERM the process group and wait; kill=True sends SIGKILL. Returns the exit status."""
-        _live.discard(self)
         if self.proc.poll() is None:
             self._signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
@@ -99,12 +96,6 @@ class ServiceProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for service in list(_live):
-        service.stop(kill=True)
 
 
 def _spawn(
@@ -129,7 +120,6 @@ def _spawn(
             preexec_fn=die_with_parent,
         )
     service = ServiceProcess(name, proc, log_path, _log_offset=offset)
-    _live.add(service)
     return service
 
 
