@@ -26,6 +26,7 @@ INT64_MAX = 2**63 - 1
 DEVICE_PATTERN = r"^[a-z0-9-]{1,32}$"
 VENUE_PATTERN = r"^[A-Za-z0-9._-]{1,32}$"
 GATE_PATTERN = r"^[A-Za-z0-9._-]{1,16}$"
+REASON_PATTERN = r"^[a-z0-9_]{1,32}$"
 _DEVICE_RE = re.compile(r"[a-z0-9-]{1,32}")
 
 ErrorCode = Literal["too_large", "not_json", "invalid", "device_mismatch"]
@@ -56,8 +57,10 @@ class CheckIn(BaseModel):
     type: Literal["hc1", "pccovid", "cccd"]
     id: Annotated[str, Field(min_length=1, max_length=64)]
     verdict: Literal["pass", "fail"]
-    how: str
+    how: Literal["provisional", "verified", "online", "unverified", "refused"]
     fw: Annotated[str, Field(max_length=32)]
+    reason: Annotated[str, Field(pattern=REASON_PATTERN)] | None = None
+    clock: Literal["ntp", "estimated"] = "ntp"
 
     @property
     def identity(self) -> str:
@@ -66,7 +69,7 @@ class CheckIn(BaseModel):
 
     def to_json(self) -> str:
         """Compact canonical JSON of the check-in (what the spool keeps and forwards)."""
-        return self.model_dump_json()
+        return self.model_dump_json(exclude_defaults=True)
 
 
 # What each field must be, in words; used for error details instead of pydantic's
@@ -81,7 +84,9 @@ FIELD_RULES: dict[str, str] = {
     "type": "'hc1', 'pccovid' or 'cccd'",
     "id": "a string of 1-64 chars",
     "verdict": "'pass' or 'fail'",
-    "how": "a string",
+    "how": "one of provisional, verified, online, unverified, refused",
+    "reason": "1-32 chars of a-z 0-9 _",
+    "clock": "'ntp' or 'estimated'",
     "fw": "a string of at most 32 chars",
 }
 _SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_]{1,32}")

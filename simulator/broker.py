@@ -23,18 +23,33 @@ CONFIG_TEMPLATE = Path(__file__).with_name("mosquitto.conf")
 # The bridge's account and rights; a kiosk's rights come from the `pattern`
 # lines, bound to its username (= device id). Reads like the rule it enforces.
 ACL = """\
-# The bridge reads every kiosk's check-ins and status, answers on ack/reply.
+# The bridge reads every kiosk's check-ins, status, telemetry, online checks and
+# command results; it answers on ack/reply/verify/result, sends commands, and
+# publishes the operator-signed fleet documents (policy, trust list).
 user {bridge}
 topic read kiosk/+/checkin
 topic read kiosk/+/status
+topic read kiosk/+/telemetry
+topic read kiosk/+/verify
+topic read kiosk/+/cmd/result
 topic write kiosk/+/ack
 topic write kiosk/+/reply
+topic write kiosk/+/verify/result
+topic write kiosk/+/cmd
+topic readwrite fleet/#
 
-# Every kiosk (username = device id) speaks only for itself.
+# Every kiosk (username = device id) speaks only for itself and reads only
+# what is meant for it, plus the fleet-wide signed documents.
 pattern write kiosk/%u/checkin
 pattern readwrite kiosk/%u/status
+pattern write kiosk/%u/telemetry
+pattern write kiosk/%u/verify
+pattern write kiosk/%u/cmd/result
 pattern read kiosk/%u/ack
 pattern read kiosk/%u/reply
+pattern read kiosk/%u/verify/result
+pattern read kiosk/%u/cmd
+pattern read fleet/#
 """
 
 BRIDGE_USER = "kiosk-bridge"
