@@ -53,3 +53,41 @@ def test_load_reports_missing_and_broken_files():
     with open(d + "/ok.json", "w") as f:
         f.write(json.dumps(GOOD))
     assert config.load(d + "/ok.json")[1] is None
+
+
+def test_defaults_fill_every_optional_section():
+    cfg, err = config.validate(_copy())
+    assert err is None
+    assert cfg["broker"]["user"] == "kiosk-q1-0001" and cfg["broker"]["keepalive"] == 30
+    assert cfg["ntp"] == ["pool.ntp.org"] and cfg["telemetry_s"] == 60
+    assert cfg["journal"]["max_bytes"] == 1048576 and cfg["journal"]["when_full"] == "refuse"
+    assert cfg["fleet"] == {"policy": "fleet/policy", "trust": "fleet/trust"}
+    assert cfg["safe_mode"]["crashes"] == 3
+
+
+def test_new_fields_are_checked_and_named():
+    def err_of(mutate):
+        c = _copy()
+        mutate(c)
+        cfg, err = config.validate(c)
+        assert cfg is None
+        return err
+
+    assert err_of(lambda c: c.update(ntp="pool.ntp.org")).startswith("ntp:")
+    assert err_of(lambda c: c.update(telemetry_s=1)).startswith("telemetry_s:")
+    assert err_of(lambda c: c.update(journal={"when_full": "drop"})).startswith("journal.when_full:")
+    assert err_of(lambda c: c.update(journal={"max_bytes": 10})).startswith("journal.max_bytes:")
+    assert err_of(lambda c: c.update(operator_key="abc")).startswith("operator_key:")
+    assert err_of(lambda c: c["broker"].update(tls={"cert": "/c"})).startswith("broker.tls.ca:")
+    assert err_of(lambda c: c["broker"].update(tls={"ca": "/ca", "cert": "/c"})).startswith("broker.tls:")
+    assert err_of(lambda c: c["broker"].update(keepalive=True)).startswith("broker.keepalive:")
+    assert err_of(lambda c: c.update(fleet={"policy": "fleet/#"})).startswith("fleet.policy:")
+
+
+def test_tls_client_certificate_replaces_the_password():
+    c = _copy()
+    del c["broker"]["password"]
+    del c["broker"]["port"]
+    c["broker"]["tls"] = {"ca": "/ca.pem", "cert": "/k.pem", "key": "/k.key"}
+    cfg, err = config.validate(c)
+    assert err is None and cfg["broker"]["port"] == 8883
