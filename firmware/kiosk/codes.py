@@ -36,6 +36,8 @@ R_ISSUE_DATE = "issue_date"
 R_ID_TYPE = "id_type"
 R_QID = "qid"
 R_ADDRESS = "address"
+R_EXT = "ext"
+MAX_EXT = const(256)  # the EXT field of a PC-COVID code ('‹'-separated values)
 
 
 class Code:
@@ -72,6 +74,10 @@ def _date_ddmmyyyy(s):
     return _valid_date(int(s[4:8]), int(s[2:4]), int(s[0:2]))
 
 
+def _ymd(ddmmyyyy):
+    return ddmmyyyy[4:8] + ddmmyyyy[2:4] + ddmmyyyy[0:2]
+
+
 def _masked_digits(s):
     # Digits where some may be masked with '*'.
     for c in s:
@@ -81,15 +87,26 @@ def _masked_digits(s):
 
 
 def _date_iso_masked(s):
-    # YYYY-MM-DD, any digit may be masked with '*'; unmasked parts must be plausible.
+    # YYYY-MM-DD; PC-COVID may mask any digit with '*'. The parts that are
+    # not masked must be plausible (a month 1-12, a day that month has).
     if len(s) != 10 or s[4] != "-" or s[7] != "-":
         return False
     y, m, d = s[0:4], s[5:7], s[8:10]
     if not (_masked_digits(y) and _masked_digits(m) and _masked_digits(d)):
         return False
-    if "*" in s:
-        return True
-    return _valid_date(int(y), int(m), int(d))
+    if "*" not in s:
+        return _valid_date(int(y), int(m), int(d))
+    if "*" not in y and not 1900 <= int(y) <= 2100:
+        return False
+    if "*" not in m and not 1 <= int(m) <= 12:
+        return False
+    if "*" not in d:
+        days = 31
+        if "*" not in m:
+            days = _DAYS[int(m) - 1] if int(m) != 2 else 29
+        if not 1 <= int(d) <= days:
+            return False
+    return True
 
 
 def _name_ok(name, ascii_caps):
@@ -119,6 +136,8 @@ def _read_pccovid(f):
         return Code(INVALID, PCCOVID, reason=R_ID_TYPE)
     if len(qid) > 64 or not _alnum(qid):
         return Code(INVALID, PCCOVID, reason=R_QID)
+    if len(f[5]) > MAX_EXT:
+        return Code(INVALID, PCCOVID, reason=R_EXT)
     ident = qid if qid else so_giay_to
     if "*" in ident:
         # A fully masked number and no QID identify nobody.
@@ -151,8 +170,8 @@ def _read_cccd(f):
         return Code(INVALID, CCCD, reason=R_SEX)
     if not address or len(address) > 200:
         return Code(INVALID, CCCD, reason=R_ADDRESS)
-    if not _date_ddmmyyyy(issued):
-        return Code(INVALID, CCCD, reason=R_ISSUE_DATE)
+    if not _date_ddmmyyyy(issued) or _ymd(issued) < _ymd(dob):
+        return Code(INVALID, CCCD, reason=R_ISSUE_DATE)  # no card before its holder's birth
     return Code(OK, CCCD, ident=number, name=name)
 
 

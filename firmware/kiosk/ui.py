@@ -75,8 +75,11 @@ def mask_name(name):
     return " ".join(out)
 
 
-# Reason code -> second line when a code is refused.
+# Reason code -> second line when a code is refused (or a pass is flagged).
+# Reason codes are the check-in's "reason" (docs/protocol.md); one the kiosk
+# does not know (from the online check) is shown as it is.
 REASONS = {
+    # reading the code (kiosk/codes.py, kiosk/hc1.py)
     "unsupported": "Ma khong ho tro",
     "hc1_base45": "Loi ma HC1",
     "hc1_zlib": "Loi ma HC1",
@@ -93,8 +96,44 @@ REASONS = {
     "id_type": "Sai loai ID",
     "qid": "Sai ma QID",
     "address": "Sai dia chi",
+    "ext": "Sai truong EXT",
     "storage": "Loi bo nho",
+    # signature and validity (kiosk/hc1.py verify)
+    "no_trust_list": "Thieu DS tin cay",
+    "no_signer": "Khong ro noi cap",
+    "bad_signature": "Sai chu ky",
+    "unsupported_alg": "Chu ky k ho tro",
+    "expired": "Da het han",
+    "signer_expired": "Noi cap het han",
+    "not_yet_valid": "Chua co hieu luc",
+    "wrong_key_usage": "Sai quyen ky",
+    "no_clock": "Chua dong bo gio",
+    # the city's rules (kiosk/verdict.py)
+    "not_accepted": "Khong chap nhan",
+    "disease": "Khong phai COVID",
+    "bad_entry": "Loi du lieu",
+    "vaccine_product": "Vaccine k hop le",
+    "too_few_doses": "Chua du mui",
+    "too_recent": "Chua du ngay",
+    "vaccination_expired": "Tiem qua lau",
+    "test_type": "Loai XN k hop le",
+    "positive_test": "XN duong tinh",
+    "test_expired": "XN qua han",
+    "recovery_too_recent": "Moi khoi benh",
+    "recovery_expired": "Het han hoi phuc",
+    "denied": "Gap nhan vien",
+    # the online check and the offline rule (kiosk/online.py)
+    "offline": "Mat ket noi",
+    "online_timeout": "Khong co tra loi",
+    "online_unknown": "Khong xac minh",
+    "online_refused": "Bi tu choi",
+    "not_checked": "Khong kiem tra",
+    "isolation": "Dang cach ly",
+    "no_declaration": "Chua khai bao",
 }
+
+# Refusals that say nothing about the code itself: it could not be checked.
+UNCHECKED = ("offline", "online_timeout", "online_unknown", "not_checked")
 
 
 class Screen:
@@ -109,7 +148,11 @@ def boot(version):
     return Screen("KHOI DONG...", "fw " + version, "blue")
 
 
-def idle(gate):
+def idle(gate, fault=None):
+    """The waiting screen; `fault` ("scanner") replaces the gate line while a
+    part is out of order, so staff see it without a manual."""
+    if fault == "scanner":
+        return Screen("MOI QUET MA QR", "LOI MAY QUET", "amber")
     return Screen("MOI QUET MA QR", "Cong " + gate, "blue")
 
 
@@ -119,6 +162,27 @@ def passed(name):
 
 def refused(reason):
     return Screen("KHONG HOP LE", REASONS.get(reason, reason), "red", "fail")
+
+
+def verdict(result):
+    """The screen for a verdict (kiosk/verdict.py Result): line one the
+    verdict, line two the masked name (pass) or the reason (fail)."""
+    if result.verdict == "pass":
+        if result.how == "unverified":  # admitted by the offline rule: post-inspection
+            return Screen("MOI VAO-HAU KIEM", result.name, "green", "pass")
+        return Screen("HOP LE - MOI VAO", result.name, "green", "pass")
+    reason = result.reason or ""
+    head = "CHUA XAC MINH" if reason in UNCHECKED else "KHONG HOP LE"
+    return Screen(head, REASONS.get(reason, reason), "red", "fail")
+
+
+def checking(name):
+    """While the online check runs (at most the policy's deadline)."""
+    return Screen("DANG KIEM TRA...", name, "blue")
+
+
+def scanner_fault():
+    return Screen("LOI MAY QUET", "Kiem tra day noi", "red", "fail")
 
 
 def unreadable():
