@@ -28,7 +28,7 @@ except ImportError:  # CPython (host tests and tools)
     def const(x):
         return x
 
-IN_MAX = const(4096)  # largest packet we accept from the broker
+IN_MAX = const(16896)  # largest packet we accept: a signed fleet document (16 KiB) + headers
 OUT_MAX = const(8192)  # outgoing bytes buffered before publish() says "later"
 CONNECT_TIMEOUT_MS = const(5000)
 
