@@ -15,6 +15,7 @@ import time
 
 from kiosk import checkin, codes, log, ui
 from kiosk import mqtt as mqttc
+from kiosk.gate import Gate
 from kiosk.journal import Journal
 from kiosk.scanner import TOO_LONG, FrameReader
 from kiosk.version import VERSION
@@ -31,17 +32,6 @@ RESEND_MS = const(15000)  # republish a check-in the bridge has not acked by the
 BACKOFF_MIN_MS = const(500)
 BACKOFF_MAX_MS = const(30000)
 LOOP_MS = const(50)  # longest sleep when idle (keeps timers and buzzer smooth)
-
-# How a verdict was reached (the check-in's "how" field).
-HOW_PROVISIONAL = "provisional"
-
-
-def decide(code):
-    """Provisional policy (v0.1): a well-formed code of a known kind passes.
-    Signatures and the city's rules replace this in a later version."""
-    if code.status == codes.OK:
-        return "pass", HOW_PROVISIONAL
-    return "fail", HOW_PROVISIONAL
 
 
 class Kiosk:
@@ -66,6 +56,8 @@ class Kiosk:
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_message = self._on_message
         self.mqtt.on_down = self._on_down
+        # Verdicts: policy, trust list, online check, repeats (kiosk/gate.py).
+        self.gate = Gate(board, cfg, self.mqtt, self._show, self._record)
 
     # -- scan path -----------------------------------------------------------
 
@@ -89,9 +81,15 @@ class Kiosk:
             log.info("scan", "refused %s: %s" % (code.type, code.reason))
             self._show(ui.refused(code.reason))
             return
-        verdict, how = decide(code)
+        self.gate.scan(frame, code, self.board.ticks_ms())  # calls _record when settled
+
+    def _record(self, decision):
+        """Journal, show and send a settled verdict (kiosk/gate.py Decision).
+        Returns the screen shown, or None if it could not be recorded."""
+        code, res = decision.code, decision.result
         seq = self.journal.next_seq()
-        payload = checkin.encode(self.cfg, seq, self.board.unix_time(), code, verdict, how)
+        payload = checkin.encode(self.cfg, seq, decision.ts, code, res.verdict, res.how,
+                                 res.reason)
         try:
             self.journal.append(seq, payload)  # durable before anything is shown
         except OSError as e:
@@ -99,11 +97,14 @@ class Kiosk:
             self.counts["refused"] += 1
             log.error("journal", "cannot store check-in %d: %s" % (seq, e))
             self._show(ui.refused("storage"))
-            return
-        self.counts["pass" if verdict == "pass" else "refused"] += 1
-        self._show(ui.passed(code.name) if verdict == "pass" else ui.refused("rules"))
-        log.info("scan", "check-in %d %s %s" % (seq, code.type, verdict))
+            return None
+        self.counts["pass" if res.verdict == "pass" else "refused"] += 1
+        screen = ui.verdict(res)
+        self._show(screen)
+        log.info("scan", "check-in %d %s %s %s %s" % (seq, code.type, res.verdict, res.how,
+                                                     res.reason))
         self._publish(seq, payload)
+        return screen
 
     def _unreadable(self, why):
         self.counts["unreadable"] += 1
@@ -158,6 +159,8 @@ class Kiosk:
         self.inflight = {}
         self.mqtt.subscribe(checkin.topic(self.device, "ack"), 1)
         self.mqtt.subscribe(checkin.topic(self.device, "reply"), 1)
+        for topic, qos in self.gate.topics():
+            self.mqtt.subscribe(topic, qos)
         self.mqtt.publish(checkin.topic(self.device, "status"), b"online", 1, True)
 
     def _on_down(self, reason):
@@ -170,6 +173,8 @@ class Kiosk:
         self.next_connect = time.ticks_add(self.board.ticks_ms(), delay)
 
     def _on_message(self, topic, payload):
+        if self.gate.message(topic, payload, self.board.ticks_ms()):
+            return  # online check answer or fleet document
         try:
             msg = json.loads(payload)
         except ValueError:
@@ -209,8 +214,9 @@ class Kiosk:
             self.reader.feed(data, now, frames)
         else:
             self.reader.tick(now, frames, time.ticks_diff)
-        while frames:
+        while frames and not self.gate.busy():  # one person at a time at the gate
             self.handle_frame(frames.pop(0))
+        self.gate.poll(now)
         if self.shown_at is not None and time.ticks_diff(now, self.shown_at) > SHOW_MS:
             self.shown_at = None
             board.show(ui.idle(self.cfg["gate"]))
@@ -226,6 +232,7 @@ class Kiosk:
     def run(self):
         log.info("app", "kiosk %s fw %s, %d check-ins waiting in the journal"
                  % (self.device, VERSION, len(self.journal.pending)))
+        self.gate.start()  # the stored policy and trust list, verified again
         self.board.show(ui.idle(self.cfg["gate"]))
         while True:
             try:

@@ -11,9 +11,10 @@ def topic(device, leaf):
     return "kiosk/" + device + "/" + leaf
 
 
-def encode(cfg, seq, ts, code, verdict, how):
-    """The JSON payload (bytes) of one check-in."""
-    return json.dumps({
+def encode(cfg, seq, ts, code, verdict, how, reason=None):
+    """The JSON payload (bytes) of one check-in. `reason`: why a fail, or
+    why a pass is unverified (a reason code, never personal data)."""
+    record = {
         "v": 1,
         "device": cfg["device"],
         "venue": cfg["venue"],
@@ -25,4 +26,7 @@ def encode(cfg, seq, ts, code, verdict, how):
         "verdict": verdict,
         "how": how,
         "fw": VERSION,
-    }).encode()
+    }
+    if reason:
+        record["reason"] = reason
+    return json.dumps(record).encode()

@@ -1,0 +1,128 @@
+# The operator's signed fleet documents a kiosk holds: the city's policy
+# (fleet/policy) and the trust list of DCC signers (fleet/trust).
+#
+# A document is used only after kiosk/docs.py has verified its signature
+# with the pinned operator key (config "operator_key"), its kind, that its
+# serial is newer than the one held and that it is not stale; then its body
+# must be a valid policy (kiosk/policy.py) or trust list (kiosk/trust.py).
+# Anything else is rejected and the last good document stays in use. A good
+# document is stored on flash as received (policy.jws, trust.jws, written to
+# a temporary file and renamed, so a power cut leaves the old or the new one)
+# and verified again at boot. Without any policy the built-in default applies;
+# without a trust list no certificate can be verified.
+# Heap: the policy (~2 KB) and the trust list's signers (~0.5 KB each); the
+# document text only while it is verified (at most 16 KiB).
+
+import binascii
+import os
+
+from kiosk import log, policy, trust
+
+KINDS = ("policy", "trust")
+# Repeats of the document held (a retained message comes again after every
+# reconnect) are not worth a warning.
+_QUIET = ("same_serial",)
+
+
+class Fleet:
+    def __init__(self, board, cfg):
+        self.board = board
+        self.key = None
+        key = cfg.get("operator_key")
+        if key:
+            try:
+                self.key = binascii.a2b_base64(key)
+            except ValueError:
+                log.error("fleet", "operator_key: not base64; no document can be verified")
+        topics = cfg.get("fleet") or {}
+        self.topics = {}
+        for kind in KINDS:
+            self.topics[topics.get(kind) or "fleet/" + kind] = kind
+        self.policy = policy.default()
+        self.trust = None
+        self.serial = {"policy": 0, "trust": 0}
+        self.accepted = 0
+        self.rejected = 0
+        self.last_error = None  # (kind, reason) of the last rejected document
+
+    def _path(self, kind):
+        return self.board.path(kind + ".jws")
+
+    def load(self, now):
+        """At boot: verify the documents stored on flash again."""
+        for kind in KINDS:
+            try:
+                with open(self._path(kind)) as f:
+                    text = f.read()
+            except OSError:
+                log.info("fleet", "no stored %s document" % kind)
+                continue
+            self.apply(kind, text, now, store=False)
+        if self.serial["policy"] == 0:
+            log.info("fleet", "using the built-in policy (level %d)" % self.policy.level)
+
+    def kind_of(self, topic):
+        """'policy' or 'trust' for a fleet document topic, else None."""
+        return self.topics.get(topic)
+
+    def apply(self, kind, text, now, store=True):
+        """Verify and take a document. Returns None (taken) or the reason it
+        was rejected; on rejection nothing the kiosk holds changes."""
+        reason = self._take(kind, text, now, store)
+        if reason is None:
+            self.accepted += 1
+            log.info("fleet", "%s document %d in use" % (kind, self.serial[kind]))
+        elif reason not in _QUIET:
+            self.rejected += 1
+            self.last_error = (kind, reason)
+            log.warn("fleet", "%s document rejected: %s" % (kind, reason))
+        return reason
+
+    def _take(self, kind, text, now, store):
+        if self.key is None:
+            return "no_operator_key"
+        if isinstance(text, (bytes, bytearray)):
+            try:
+                text = str(text, "utf-8")
+            except UnicodeError:
+                return "not_jws"
+        from kiosk import docs  # (temporary: until kiosk/docs.py lands)
+
+        doc, reason = docs.verify(text, self.key, kind, self.serial[kind], now)
+        if reason:
+            return reason
+        body = doc["body"]
+        if kind == "policy":
+            got, err = policy.parse(body)
+            if err:
+                log.warn("fleet", "policy body: " + err)
+                return "bad_policy"
+        else:
+            got, err = trust.from_body(body)
+            if err:
+                return err
+            for index, why in got.skipped:
+                log.warn("fleet", "trust list entry %d skipped: %s" % (index, why))
+        if store:
+            try:
+                self._store(kind, text)
+            except OSError as e:
+                # Still use it: it was verified. It is lost at the next boot.
+                log.error("fleet", "cannot store the %s document: %s" % (kind, e))
+        if kind == "policy":
+            self.policy = got
+        else:
+            self.trust = got
+        self.serial[kind] = doc["serial"]
+        return None
+
+    def _store(self, kind, text):
+        path = self._path(kind)
+        tmp = path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        try:
+            os.remove(path)  # LittleFS renames over a file; other file systems may not
+        except OSError:
+            pass
+        os.rename(tmp, path)

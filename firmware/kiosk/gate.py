@@ -1,0 +1,128 @@
+# The gate: what happens between a well-formed code and its recorded verdict.
+#
+#   repeat of a code within the policy's dedup window -> the previous screen
+#   again, nothing recorded
+#   otherwise verdict.decide() with the fleet's policy and trust list
+#     final  -> record (the app journals, shows and sends it)
+#     needs_online -> request on kiosk/<device>/verify, show "checking",
+#        hold further scans; the answer, the deadline or a lost connection
+#        settle it (kiosk/online.py), then record
+#
+# The app calls scan(), poll() every loop pass and message() for each MQTT
+# message; nothing here blocks (design invariant 4).
+# Heap: the dedup ring (~1.5 KB), one pending check, the fleet documents.
+
+from kiosk import dedup, log, online, ui, verdict
+from kiosk.fleet import Fleet
+from kiosk.mqtt import UP
+
+# Before this (2020-01-01) the clock has never been set: dates cannot be checked.
+_CLOCK_VALID_FROM = 1577836800
+
+
+class Decision:
+    """A settled verdict, ready to record."""
+
+    def __init__(self, code, result, ts, key):
+        self.code = code
+        self.result = result
+        self.ts = ts  # Unix time of the scan (not of the answer)
+        self.key = key  # dedup key of the code
+
+
+class Gate:
+    def __init__(self, board, cfg, mqtt, show, record):
+        """`show(screen)` puts a screen up; `record(decision)` journals, shows
+        and sends a settled verdict and returns its screen (None if it could
+        not be recorded)."""
+        self.board = board
+        self.mqtt = mqtt
+        self._show = show
+        self._record = record
+        self.fleet = Fleet(board, cfg)
+        self.online = online.Online(cfg["device"])
+        self.seen = dedup.Dedup()
+        self.repeats = 0
+
+    def now(self):
+        """Unix seconds, or None while the clock has never been set."""
+        t = self.board.unix_time()
+        return t if t >= _CLOCK_VALID_FROM else None
+
+    def start(self):
+        self.fleet.load(self.now())
+
+    def busy(self):
+        """True while an online check is pending: further scans wait."""
+        return self.online.busy()
+
+    def topics(self):
+        """What the app subscribes to (QoS): the online answers, the fleet documents."""
+        out = [(self.online.result_topic, 0)]
+        for t in self.fleet.topics:
+            out.append((t, 1))
+        return out
+
+    def scan(self, frame, code, now_ms):
+        """A well-formed code (codes.OK) was read from `frame` (bytes)."""
+        key = dedup.key(frame)
+        policy = self.fleet.policy
+        screen = self.seen.seen(key, now_ms, policy.dedup_s)
+        if screen is not None:
+            self.repeats += 1
+            log.info("scan", "repeat of a %s code: previous verdict shown" % code.type)
+            self._show(screen)
+            return
+        ts = self.board.unix_time()
+        res = verdict.decide(code, policy, self.fleet.trust, self.now())
+        if not res.needs_online:
+            self._settle(Decision(code, res, ts, key), now_ms)
+            return
+        if self.mqtt.state != UP:  # only then can an answer come
+            self._settle(Decision(code, verdict.offline_rule(res, "offline"), ts, key), now_ms)
+            return
+        payload = self.online.request(code, res, now_ms, Decision(code, None, ts, key))
+        if not self.mqtt.publish(self.online.topic, payload, 0):
+            done = self.online.abandon("offline")
+            if done:
+                self._finish(done, now_ms)
+            return
+        self._show(ui.checking(res.name))
+
+    def _finish(self, done, now_ms):
+        context, res = done
+        context.result = res
+        self._settle(context, now_ms)
+
+    def _settle(self, decision, now_ms):
+        screen = self._record(decision)
+        if screen is not None:
+            self.seen.remember(decision.key, now_ms, screen)
+
+    def poll(self, now_ms):
+        """Every loop pass: settle a pending check whose deadline has passed
+        or whose connection is gone."""
+        if not self.online.busy():
+            return
+        if self.mqtt.state != UP:
+            done = self.online.abandon("offline")
+        else:
+            done = self.online.expired(now_ms)
+        if done:
+            self._finish(done, now_ms)
+
+    def message(self, topic, payload, now_ms):
+        """An MQTT message. Returns True if it was the gate's (handled)."""
+        if topic == self.online.result_topic:
+            done = self.online.answer(payload)
+            if done:
+                self._finish(done, now_ms)
+            return True
+        kind = self.fleet.kind_of(topic)
+        if kind is None:
+            return False
+        if not payload:
+            return True  # a cleared retained message: keep what we hold
+        if self.fleet.apply(kind, payload, self.now()) is None and kind == "policy":
+            self.seen.forget()  # the new rules may decide a repeat differently
+        return True
