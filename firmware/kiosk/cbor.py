@@ -5,7 +5,8 @@
 # items in total, and every length is checked against the bytes actually left.
 # Tags are unwrapped (their number is dropped); callers that care about an
 # outer tag (COSE_Sign1 = 18) look at the first byte. Raises ValueError on
-# malformed input. Heap: the decoded objects only.
+# malformed input. Also a small encoder (head, encode) for what signatures
+# cover. Heap: the decoded objects only.
 
 import struct
 
@@ -191,3 +192,56 @@ def decode(data):
     if pos != len(data):
         raise ValueError("cbor: trailing bytes")
     return value
+
+
+# -- encoding ----------------------------------------------------------------
+# Just enough to rebuild what a signature covers (COSE Sig_structure) and for
+# tests: unsigned/negative ints, byte and text strings, arrays, maps, bools,
+# None. Canonical lengths (shortest form). Raises ValueError otherwise.
+
+
+def head(major, n):
+    """The initial byte(s) of an item: major type and argument n (>= 0)."""
+    mt = major << 5
+    if n < 24:
+        return bytes((mt | n,))
+    if n < 0x100:
+        return bytes((mt | 24, n))
+    if n < 0x10000:
+        return bytes((mt | 25, n >> 8, n & 0xFF))
+    if n < 0x100000000:
+        return bytes((mt | 26,)) + n.to_bytes(4, "big")
+    if n < 0x10000000000000000:
+        return bytes((mt | 27,)) + n.to_bytes(8, "big")
+    raise ValueError("cbor: integer too large")
+
+
+def encode(obj, depth=0):
+    """Encode obj as CBOR bytes (bounded depth)."""
+    if depth > MAX_DEPTH:
+        raise ValueError("cbor: nested too deep")
+    if obj is None:
+        return b"\xf6"
+    if obj is True:
+        return b"\xf5"
+    if obj is False:
+        return b"\xf4"
+    if isinstance(obj, int):
+        return head(0, obj) if obj >= 0 else head(1, -1 - obj)
+    if isinstance(obj, (bytes, bytearray)):
+        return head(2, len(obj)) + bytes(obj)
+    if isinstance(obj, str):
+        raw = obj.encode("utf-8")
+        return head(3, len(raw)) + raw
+    if isinstance(obj, (list, tuple)):
+        parts = [head(4, len(obj))]
+        for v in obj:
+            parts.append(encode(v, depth + 1))
+        return b"".join(parts)
+    if isinstance(obj, dict):
+        parts = [head(5, len(obj))]
+        for k in obj:
+            parts.append(encode(k, depth + 1))
+            parts.append(encode(obj[k], depth + 1))
+        return b"".join(parts)
+    raise ValueError("cbor: cannot encode this type")
