@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import threading
 
-COUNTER_NAMES = ("received", "stored", "duplicates", "rejected", "forwarded", "dead_lettered")
+COUNTER_NAMES = (
+    "received",
+    "stored",
+    "duplicates",
+    "rejected",
+    "forwarded",
+    "dead_lettered",
+    "verify_requests",
+    "verify_invalid",
+    "telemetry",
+    "telemetry_invalid",
+    "purged",
+)
 
 
 class Counters:

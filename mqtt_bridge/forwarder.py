@@ -11,11 +11,13 @@ import hashlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
 
+from mqtt_bridge.backend_client import BackendClient
 from mqtt_bridge.spool import Spool, SpoolRow
 
 log = logging.getLogger("mqtt_bridge.forwarder")
@@ -68,12 +70,16 @@ class Forwarder(threading.Thread):
         timeout: float = 10.0,
         idle_poll: float = 1.0,
         client: httpx.Client | None = None,
+        backend: BackendClient | None = None,
         on_forwarded: Callable[[int], None] | None = None,
         on_dead_letter: Callable[[int], None] | None = None,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
-        """`verify` is httpx's TLS setting: True (system CAs), a CA bundle path, or False.
+        """`verify` is the TLS setting: True (system CAs) or a CA bundle path; never off.
 
-        `client` lets tests inject an httpx.Client (e.g. with a MockTransport).
+        `backend` is a configured BackendClient (OAuth2 etc.); without one a plain
+        one is made for `backend_url`. `client` lets tests inject an httpx.Client
+        (e.g. with a MockTransport). `on_latency` gets each POST's seconds.
         """
         super().__init__(name="forwarder", daemon=True)
         self.spool = spool
@@ -81,8 +87,11 @@ class Forwarder(threading.Thread):
         self.backoff = backoff or Backoff()
         self.batch_size = batch_size
         self.idle_poll = idle_poll
-        self._client = client or httpx.Client(verify=verify, timeout=timeout)
-        self._owns_client = client is None
+        self._backend = backend or BackendClient(
+            backend_url, verify=verify, timeout=timeout, client=client
+        )
+        self._owns_client = backend is None and client is None
+        self._on_latency = on_latency or (lambda s: None)
         self._on_forwarded = on_forwarded or (lambda n: None)
         self._on_dead_letter = on_dead_letter or (lambda n: None)
         self._wake = threading.Event()
@@ -100,7 +109,7 @@ class Forwarder(threading.Thread):
         if self.is_alive():
             self.join(timeout)
         if self._owns_client:
-            self._client.close()
+            self._backend.close()
 
     def run(self) -> None:
         """Loop: take a batch, send it, back off on failure, sleep when the spool is empty."""
@@ -132,9 +141,11 @@ class Forwarder(threading.Thread):
 
     def send(self, rows: Sequence[SpoolRow]) -> bool:
         """POST one batch and settle it in the spool. True on progress, False to back off."""
+        started = time.perf_counter()
         try:
-            response = self._client.post(
-                self.url,
+            response = self._backend.request(
+                "POST",
+                CHECKINS_PATH,
                 content=batch_body(rows),
                 headers={
                     "Content-Type": "application/json",
@@ -144,6 +155,7 @@ class Forwarder(threading.Thread):
         except httpx.HTTPError as exc:
             self._report_failure(f"{type(exc).__name__}")
             return False
+        self._on_latency(time.perf_counter() - started)
         status = response.status_code
         if status == 200:
             self.spool.delete(rows)

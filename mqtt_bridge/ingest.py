@@ -8,6 +8,20 @@ Until the PUBACK the broker keeps the message in the bridge's persistent
 session, so a bridge killed at any point loses nothing: the broker redelivers
 and the spool absorbs the duplicate.
 
+Scale-out: with a group name the check-in and online-check subscriptions are
+MQTT v5 shared subscriptions (`$share/<group>/kiosk/+/checkin`), so the broker
+hands each message to one of the group's bridge instances; each instance has
+its own fixed client id (its own persistent session) and its own spool. Status
+and telemetry stay plain subscriptions: every instance keeps the whole fleet
+view (shared subscriptions get no retained messages anyway).
+
+Back-pressure: when the spool holds `high_water` check-ins or more (the
+backend has been down a long time), the writer stops committing and acking
+until the forwarder has brought it down to `low_water`. The broker then has
+its in-flight window of unacked messages out to us and stops sending: the
+backlog waits in the broker's persistent queue instead of growing our disk
+without bound, and nothing is lost.
+
 A PUBACK carries only a packet id, and the broker reuses packet ids once they
 are acked. A message received on an earlier connection must therefore never
 be acked on the current one (it could ack an unrelated, not yet stored
@@ -33,15 +47,22 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mqtt_bridge.counters import Counters
-from mqtt_bridge.schema import PROTOCOL_VERSION, CheckIn, Rejection, parse_checkin
+from mqtt_bridge.fleet import FleetTracker
+from mqtt_bridge.schema import PROTOCOL_VERSION, CheckIn, Rejection, is_device_id, parse_checkin
 from mqtt_bridge.spool import Spool, StoreResult
 
 log = logging.getLogger("mqtt_bridge.ingest")
 
 CHECKIN_SUBSCRIPTION = "kiosk/+/checkin"
-#: Logged (INFO) each time the subscription is confirmed; simulator/stack.py waits for it.
-READY_MESSAGE = "subscribed to kiosk/+/checkin (QoS 1): bridge ready"
+VERIFY_SUBSCRIPTION = "kiosk/+/verify"
+#: Plain (never shared) subscriptions of the fleet view, with their QoS.
+FLEET_SUBSCRIPTIONS = (("kiosk/+/status", 1), ("kiosk/+/telemetry", 0), ("kiosk/+/cmd/result", 1))
+#: Logged (INFO) each time the subscriptions are confirmed; simulator/stack.py waits for it.
+READY_MESSAGE = "subscriptions confirmed: bridge ready"
 DEFAULT_CLIENT_ID = "kiosk-bridge"
+#: Spool depth at which ingest stops acking, and the depth at which it resumes.
+DEFAULT_HIGH_WATER = 200_000
+DEFAULT_LOW_WATER = 150_000
 #: 30 days: the broker queues check-ins for a bridge that is down up to this long.
 DEFAULT_SESSION_EXPIRY = 30 * 24 * 3600
 #: Most messages committed in one transaction (the broker has at most 100 in flight anyway).
@@ -96,9 +117,26 @@ class Ingest:
         session_expiry: int = DEFAULT_SESSION_EXPIRY,
         keepalive: int = 30,
         on_stored: Callable[[], None] | None = None,
+        group: str | None = None,
+        high_water: int = DEFAULT_HIGH_WATER,
+        low_water: int = DEFAULT_LOW_WATER,
+        on_verify: Callable[[str, bytes], None] | None = None,
+        fleet: FleetTracker | None = None,
     ) -> None:
-        """`on_stored` is called after each commit that added records (wakes the forwarder)."""
+        """`on_stored` is called after each commit that added records (wakes the forwarder).
+
+        `group`: shared-subscription group for check-ins and online checks (None: plain
+        subscriptions, one bridge). `on_verify(device, payload)` answers online checks
+        (None: not subscribed). `fleet` records status, telemetry and last seen.
+        """
+        if not 0 < low_water <= high_water:
+            raise ValueError("spool limits: need 0 < low_water <= high_water")
         self.spool = spool
+        self.group = group
+        self.high_water, self.low_water = high_water, low_water
+        self._on_verify = on_verify
+        self.fleet = fleet
+        self.holding = False  # back-pressure in force
         self.counters = counters
         self.host, self.port = host, port
         self.session_expiry = session_expiry
@@ -190,8 +228,20 @@ class Ingest:
             self.port,
             flags.session_present,
         )
-        # Harmless if the session already holds it; needed on the very first start.
-        client.subscribe(CHECKIN_SUBSCRIPTION, options=SubscribeOptions(qos=1))
+        # Harmless if the session already holds them; needed on the very first start.
+        client.subscribe(
+            [(topic, SubscribeOptions(qos=qos)) for topic, qos in self.subscriptions()]
+        )
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """(topic filter, QoS) of everything this bridge subscribes to."""
+        share = f"$share/{self.group}/" if self.group else ""
+        subs = [(share + CHECKIN_SUBSCRIPTION, 1)]
+        if self._on_verify is not None:
+            subs.append((share + VERIFY_SUBSCRIPTION, 0))
+        if self.fleet is not None:
+            subs.extend(FLEET_SUBSCRIPTIONS)
+        return subs
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._connect_failures += 1
@@ -224,16 +274,30 @@ class Ingest:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        if any(rc.is_failure for rc in reason_codes):
-            log.error("broker refused the subscription %s: %s", CHECKIN_SUBSCRIPTION, reason_codes)
-            return
+        refused = [
+            topic
+            for (topic, _), rc in zip(self.subscriptions(), reason_codes, strict=False)
+            if rc.is_failure
+        ]
+        if refused:
+            # Check-ins first: without them the bridge is useless; the rest degrades.
+            log.error("broker refused the subscriptions %s (check the ACL)", refused)
+            if any(t.endswith(CHECKIN_SUBSCRIPTION) for t in refused):
+                return
         log.info(READY_MESSAGE)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = ""
+        parts = topic.split("/")
+        if len(parts) >= 3 and parts[0] == "kiosk" and parts[2] != "checkin":
+            self._on_other(client, msg, parts)
+            return
         self.counters.add("received")
         device = ""
         try:
-            parts = msg.topic.split("/")
             device = parts[1] if len(parts) == 3 else ""
             result: CheckIn | Rejection = parse_checkin(bytes(msg.payload), device)
         except Exception:
@@ -241,8 +305,39 @@ class Ingest:
             # topic that is not UTF-8). No traceback: it could quote the payload.
             log.error("unprocessable message (mid %d); refusing it", msg.mid)
             result = Rejection("invalid", "payload: unprocessable", None)
+        if self.fleet is not None and isinstance(result, CheckIn):
+            self.fleet.seen(device)
         # on_connect runs on this same thread, so reading the generation needs no lock.
         self._queue.put(_Item(self._generation, msg.mid, msg.qos, device, result))
+
+    def _on_other(self, client: mqtt.Client, msg: mqtt.MQTTMessage, parts: list[str]) -> None:
+        """Online checks, status, telemetry, command results: handled here, acked at once.
+
+        None of these is a promise to store: losing one in a crash costs nothing a
+        kiosk relies on (an online check times out into its offline rule; status is
+        retained; telemetry comes again).
+        """
+        device = parts[1]
+        kind = "/".join(parts[2:])
+        try:
+            if not is_device_id(device):
+                self.counters.add("telemetry_invalid")
+            elif kind == "verify" and self._on_verify is not None:
+                self.counters.add("verify_requests")
+                self._on_verify(device, bytes(msg.payload))
+            elif self.fleet is not None and kind == "status":
+                if not self.fleet.status(device, bytes(msg.payload)):
+                    self.counters.add("telemetry_invalid")
+            elif self.fleet is not None and kind == "telemetry":
+                self.counters.add("telemetry")
+                if not self.fleet.telemetry(device, bytes(msg.payload)):
+                    self.counters.add("telemetry_invalid")
+            elif kind == "cmd/result":
+                log.info("command result from %s (%d bytes)", device, len(msg.payload))
+        except Exception as exc:
+            log.error("could not handle a message on kiosk/…/%s (%s)", kind, type(exc).__name__)
+        if msg.qos > 0:
+            client.ack(msg.mid, msg.qos)
 
     # -- writer thread --------------------------------------------------------------
 
@@ -259,10 +354,29 @@ class Ingest:
                 break
         return items
 
+    def _hold_while_full(self) -> None:
+        """Back-pressure: wait (not acking) while the spool is over its high-water mark."""
+        if self.spool.depth() < self.high_water:
+            return
+        self.holding = True
+        log.warning(
+            "spool holds %d check-ins (limit %d): pausing acks; the broker queues new ones"
+            " until the backlog is below %d",
+            self.spool.depth(),
+            self.high_water,
+            self.low_water,
+        )
+        while self.spool.depth() > self.low_water and not self._stopping.wait(0.2):
+            pass
+        self.holding = False
+        if not self._stopping.is_set():
+            log.info("spool down to %d: accepting check-ins again", self.spool.depth())
+
     def _write_loop(self) -> None:
         while True:
             if self._stopping.is_set() and time.monotonic() > self._drain_deadline:
                 return  # still busy at the deadline: the rest stays unacked and is redelivered
+            self._hold_while_full()
             items = self._next_group()
             if not items:
                 if self._stopping.is_set():

@@ -6,6 +6,12 @@ The pending table is keyed on the check-in identity (device, seq), so a
 redelivered or resent check-in is absorbed by INSERT OR IGNORE. Records the
 backend refuses for good (HTTP 422) move to dead_letter with the reason.
 
+Personal data is short-lived (invariant 7): a pending check-in leaves at the
+backend's 200; a dead letter, which waits for an operator, is deleted once it
+is older than the retention limit (`purge_dead_letters`, run by the service).
+The depth is counted in memory (exact: every change goes through this class),
+so back-pressure and /metrics can read it on every commit without a scan.
+
 One connection shared by the ingest writer and the forwarder behind a lock:
 SQLite serialises writers anyway, and every critical section is short.
 """
@@ -36,6 +42,14 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     reason    TEXT    NOT NULL,
     failed_at REAL    NOT NULL,
     PRIMARY KEY (device, seq)
+);
+CREATE INDEX IF NOT EXISTS dead_letter_by_time ON dead_letter (failed_at);
+CREATE TABLE IF NOT EXISTS documents (
+    kind      TEXT PRIMARY KEY,
+    serial    INTEGER NOT NULL,
+    body_hash TEXT    NOT NULL,
+    expires   INTEGER NOT NULL,
+    text      TEXT    NOT NULL
 );
 """
 
@@ -86,6 +100,7 @@ class Spool:
         self._lock = threading.Lock()
         self._db = open_durable_db(self.path)
         self._db.executescript(SCHEMA)
+        self._depth = int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
 
     def close(self) -> None:
         """Close the database (checkpoints the WAL)."""
@@ -114,6 +129,7 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._depth += new
         return StoreResult([r.seq for r in records], new, len(rows) - new)
 
     def store(self, records: Sequence[CheckIn]) -> list[int]:
@@ -143,6 +159,7 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._depth -= removed
         return removed
 
     def dead_letter(self, row: SpoolRow, reason: str) -> None:
@@ -155,18 +172,43 @@ class Spool:
                     " VALUES (?, ?, ?, ?, ?)",
                     (row.device, row.seq, row.body, reason, time.time()),
                 )
-                self._db.execute(
+                removed = self._db.execute(
                     "DELETE FROM pending WHERE device = ? AND seq = ?", (row.device, row.seq)
-                )
+                ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._depth -= removed
 
     def depth(self) -> int:
-        """How many check-ins wait to be forwarded."""
+        """How many check-ins wait to be forwarded (no query: counted as they come and go)."""
+        return self._depth
+
+    def purge_dead_letters(self, older_than: float) -> int:
+        """Delete dead letters that failed before `older_than` (Unix time); returns how many."""
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+            cur = self._db.execute("DELETE FROM dead_letter WHERE failed_at < ?", (older_than,))
+            return int(cur.rowcount)
+
+    def document(self, kind: str) -> tuple[int, str, int, str] | None:
+        """(serial, body_hash, expires, text) of the last fleet document of `kind` published."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT serial, body_hash, expires, text FROM documents WHERE kind = ?", (kind,)
+            ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), int(row[2]), str(row[3]))
+
+    def save_document(
+        self, kind: str, serial: int, body_hash: str, expires: int, text: str
+    ) -> None:
+        """Remember the fleet document just published (the next serial must be higher)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO documents (kind, serial, body_hash, expires, text)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (kind, serial, body_hash, expires, text),
+            )
 
     def dead_letters(self) -> list[tuple[str, int, str]]:
         """(device, seq, reason) of every dead-lettered check-in, oldest first (no bodies)."""
