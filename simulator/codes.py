@@ -4,23 +4,20 @@ Deterministic for a given seed. Each `Sample` says what a kiosk must do with
 it: show a pass and record a check-in with a given type and identifier, refuse
 it (a known kind of code with a wrong field), or show "unreadable".
 
-HC1 certificates are real EU DCC encodings (CBOR → COSE_Sign1 signed with
-ES256 → zlib → Base45) made with cbor2, cryptography and base45.
+HC1 certificates are real EU DCC encodings (CBOR → COSE_Sign1 → zlib →
+Base45), signed alternately by the TEST ONLY signers of simulator/signers.py:
+PS256 (RSA-2048, like Viet Nam's signer) and ES256 (P-256). A kiosk verifies
+them with the trust list `SampleFactory.trust_document()` gives.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-import zlib
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
 
-import base45
-import cbor2
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from simulator import signers
 
 PASS = "pass"
 REFUSED = "refused"
@@ -61,25 +58,16 @@ class Sample:
     terminated: bool = True  # False: sent without CR (the kiosk times the frame out)
 
 
-class Signer:
-    """A DCC signer (ES256, P-256) with a deterministic key for a given seed."""
+@cache
+def test_pki() -> signers.TestPKI:
+    """The TEST ONLY PKI every sample is signed with (built once per process)."""
+    return signers.TestPKI()
 
-    def __init__(self, rng: random.Random) -> None:
-        secret = rng.randrange(1, 2**255)
-        self.key = ec.derive_private_key(secret, ec.SECP256R1())
-        spki = self.key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        self.kid = hashlib.sha256(spki).digest()[:8]
 
-    def sign1(self, payload: bytes) -> bytes:
-        """COSE_Sign1 (tag 18) over `payload`, ES256, kid in the protected header."""
-        protected = cbor2.dumps({1: -7, 4: self.kid})
-        to_sign = cbor2.dumps(["Signature1", protected, b"", payload])
-        der = self.key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]))
+def sample_signers() -> list[signers.DccSigner]:
+    """The signers of HC1 samples, in the order hc1() alternates them: PS256 then ES256."""
+    pki = test_pki()
+    return [pki.signer("vn"), pki.signer("es256")]
 
 
 class SampleFactory:
@@ -87,7 +75,10 @@ class SampleFactory:
 
     def __init__(self, seed: int = 1, today: date | None = None) -> None:
         self.rng = random.Random(seed)
-        self.signer = Signer(self.rng)
+        self.rng.randrange(1, 2**255)  # (was the signer's key: keeps every seed's stream)
+        # PSS salts come from their own stream so signing draws nothing from self.rng.
+        self.salt_rng = random.Random(f"salt-{seed}")
+        self.signers = sample_signers()
         self.today = today or date(2026, 11, 25)
         self._serial = 0
 
@@ -165,10 +156,26 @@ class SampleFactory:
             dcc["r"] = [{**common, "fr": issued.isoformat(), "df": issued.isoformat(),
                          "du": (issued + timedelta(days=180)).isoformat()}]
         iat = int((issued - date(1970, 1, 1)).total_seconds())
-        claims = {1: "VN", 4: iat + 365 * 86400, 6: iat, -260: {1: dcc}}
-        cose = self.signer.sign1(cbor2.dumps(claims))
-        text = "HC1:" + base45.b45encode(zlib.compress(cose, 9)).decode()
+        signer = self.signers[self._serial % 2]  # PS256 and ES256 in turn
+        text = signers.sign_hc1(signer, dcc, iat=iat, exp=iat + 365 * 86400, rng=self.salt_rng)
         return Sample(f"hc1-{kind}", text.encode(), PASS, "hc1", uvci)
+
+    # -- what a kiosk needs to verify the HC1 samples -------------------------
+
+    @staticmethod
+    def trust_body() -> dict[str, object]:
+        """Trust list body with the samples' signers."""
+        return signers.trust_body(sample_signers())
+
+    @staticmethod
+    def trust_document(serial: int = 1) -> str:
+        """The samples' trust list as a document signed by the test operator."""
+        return test_pki().trust_document(sample_signers(), serial)
+
+    @staticmethod
+    def operator_key_b64() -> str:
+        """The test operator's public key, as a kiosk config's `operator_key`."""
+        return test_pki().operator_key_b64
 
     # -- refused: a known kind with a wrong field -----------------------------
 
