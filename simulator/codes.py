@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
 from simulator import signers
@@ -79,7 +79,9 @@ class SampleFactory:
         # PSS salts come from their own stream so signing draws nothing from self.rng.
         self.salt_rng = random.Random(f"salt-{seed}")
         self.signers = sample_signers()
-        self.today = today or date(2026, 11, 25)
+        # Certificates are dated relative to `today` so that they meet the
+        # kiosk's default policy (kiosk/policy.py) on the kiosk's real clock.
+        self.today = today or datetime.now(UTC).date()
         self._serial = 0
 
     # -- people --------------------------------------------------------------
@@ -138,7 +140,10 @@ class SampleFactory:
         uvci = f"URN:UVCI:01:VN:{self._serial:08d}{self._digits(8)}#{r.choice('ABCDEFGH')}"
         name = self._name()
         family, given = name.split(" ", 1)
-        issued = self.today - timedelta(days=r.randrange(1, 60))
+        # Within the default policy (level 2): the last dose 14+ days ago, a
+        # test taken yesterday (valid 72 hours), recovery 11-180 days ago.
+        ago = {"v": r.randrange(14, 300), "t": 1, "r": r.randrange(11, 170)}[kind]
+        issued = self.today - timedelta(days=ago)
         dcc: dict[str, object] = {
             "ver": "1.3.0",
             "nam": {"fn": family, "fnt": ascii_caps(family), "gn": given,

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tty
 from dataclasses import dataclass
@@ -48,25 +49,117 @@ def micropython_binary() -> str:
     return found
 
 
-class VirtualScanner:
-    """The scanner module's side of the serial line (pyserial on the pty's device node)."""
+def gm65_crc(data: bytes) -> int:
+    """CRC-16/XMODEM, as GM65 / GM805 modules compute it over their frames."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
 
-    def __init__(self, port: str, baudrate: int = 9600) -> None:
+
+def gm65_reply(data: bytes, status: int = 0) -> bytes:
+    """A module's reply: 02 00 | status | len | data | CRC(status..data), big endian."""
+    body = bytes([status, len(data)]) + data
+    return b"\x02\x00" + body + gm65_crc(body).to_bytes(2, "big")
+
+
+# A GM65's zone table as it leaves the factory (the parts the kiosk touches):
+# 0x0000 LED and sound on, manual mode; 0x0060 CR tail; 0x002A 9600 baud.
+GM65_FACTORY_ZONES = {0x0000: 0xC0, 0x0060: 0x00, 0x002A: 0x39, 0x002B: 0x01}
+
+
+class VirtualScanner:
+    """The scanner module's side of the serial line (pyserial on the pty's device node).
+
+    Like a GM65 / GM805 it also answers the serial command protocol
+    (design.md "Scanner modules"): reads, writes and saves of its zone table,
+    CRC-checked, with the module's replies. `silent = True` makes it ignore
+    commands (a module that is unpowered on its command side, or miswired RX).
+    """
+
+    def __init__(self, port: str, baudrate: int = 9600, *, silent: bool = False) -> None:
         self.port = port
-        self.serial = serial.Serial(port, baudrate=baudrate, timeout=1, write_timeout=10)
+        self.serial = serial.Serial(port, baudrate=baudrate, timeout=0.05, write_timeout=10)
+        self.silent = silent
+        self.zones = bytearray(0x100 * 2)
+        for addr, value in GM65_FACTORY_ZONES.items():
+            self.zones[addr] = value
+        self.flash = bytes(self.zones)  # what survives a power cycle ("save")
+        self.commands: list[tuple[int, int, bytes]] = []  # (type, address, data) received
+        self.rejected = 0  # frames with a bad CRC
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"gm65 {port}", daemon=True)
+        self._thread.start()
+
+    @property
+    def mode(self) -> int:
+        """Zone 0x0000 bits 1..0: 0 manual, 1 command, 2 continuous, 3 sensor."""
+        return self.zones[0] & 0x03
+
+    def _write(self, data: bytes) -> None:
+        with self._write_lock:
+            self.serial.write(data)
+            self.serial.flush()
+
+    def _serve(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                chunk = self.serial.read(256)
+            except (serial.SerialException, OSError, TypeError):
+                return  # port closed
+            if not chunk:
+                continue
+            buf += chunk
+            buf = self._handle(buf)
+
+    def _handle(self, buf: bytes) -> bytes:
+        """Answer every complete command in buf; return what is left."""
+        while True:
+            start = buf.find(b"\x7e\x00")
+            if start < 0:
+                return buf[-1:] if buf.endswith(b"\x7e") else b""
+            buf = buf[start:]
+            if len(buf) < 6:
+                return buf
+            end = 6 + buf[3] + 2
+            if len(buf) < end:
+                return buf
+            frame, buf = buf[:end], buf[end:]
+            kind, n, addr = frame[2], frame[3], frame[4] << 8 | frame[5]
+            data = frame[6:6 + n]
+            if gm65_crc(frame[2:6 + n]) != int.from_bytes(frame[-2:], "big"):
+                self.rejected += 1
+                continue
+            self.commands.append((kind, addr, bytes(data)))
+            if self.silent:
+                continue
+            if kind == 0x07 and n == 1 and addr + data[0] <= len(self.zones):
+                self._write(gm65_reply(bytes(self.zones[addr:addr + data[0]])))
+            elif kind == 0x08 and addr + n <= len(self.zones):
+                self.zones[addr:addr + n] = data
+                self._write(gm65_reply(b"\x00"))
+            elif kind == 0x09:
+                self.flash = bytes(self.zones)
+                self._write(gm65_reply(b"\x00"))
+            else:
+                self._write(gm65_reply(b"", status=1))
 
     def scan(self, code: str | bytes, terminator: bytes = b"\r") -> None:
         """Send one decoded code the way a GM65 does in continuous mode."""
         data = code.encode() if isinstance(code, str) else code
-        self.serial.write(data + terminator)
-        self.serial.flush()
+        self._write(data + terminator)
 
     def write_raw(self, data: bytes) -> None:
         """Bytes with no terminator added (garbage, partial frames)."""
-        self.serial.write(data)
-        self.serial.flush()
+        self._write(data)
 
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
         self.serial.close()
 
 
@@ -110,6 +203,7 @@ class VirtualKiosk:
     micropython: str = ""
     heapsize: str | None = None
     firmware_dir: Path = FIRMWARE_DIR
+    scanner_silent: bool = False  # the virtual GM65 ignores setup commands
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -138,6 +232,9 @@ class VirtualKiosk:
         self.write_config()
         master, slave = os.openpty()
         tty.setraw(master)
+        # Raw on the module's side too, before the firmware writes its setup
+        # commands: a cooked line would echo them back and mangle CRs.
+        tty.setraw(slave)
         flags = fcntl.fcntl(master, fcntl.F_GETFL)
         fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         slave_name = os.ttyname(slave)
@@ -164,9 +261,15 @@ class VirtualKiosk:
                 preexec_fn=die_with_parent,
             )
         os.close(master)
-        self.scanner = VirtualScanner(slave_name)
+        self.scanner = VirtualScanner(slave_name, silent=self.scanner_silent)
         os.close(slave)  # pyserial holds its own descriptor on the device node
         return self
+
+    def install_document(self, kind: str, text: str) -> None:
+        """Put a signed fleet document ("policy" or "trust") on the kiosk's
+        flash, as if it had received it before (verified again at boot)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / f"{kind}.jws").write_text(text)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -209,11 +312,15 @@ class VirtualKiosk:
 
 
 def kiosk_config(device: str, venue: str, gate: str, broker_port: int, password: str,
-                 broker_host: str = "127.0.0.1") -> Config:
-    """A virtual kiosk's config.json (see firmware/kiosk/config.py)."""
-    return {
+                 broker_host: str = "127.0.0.1", operator_key: str | None = None) -> Config:
+    """A virtual kiosk's config.json (see firmware/kiosk/config.py). `operator_key`:
+    the pinned key its fleet documents must be signed with (base64 P-256 point)."""
+    cfg: Config = {
         "device": device,
         "venue": venue,
         "gate": gate,
         "broker": {"host": broker_host, "port": broker_port, "password": password, "keepalive": 30},
     }
+    if operator_key:
+        cfg["operator_key"] = operator_key
+    return cfg

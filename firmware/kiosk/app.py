@@ -13,7 +13,7 @@ import json
 import random
 import time
 
-from kiosk import checkin, codes, log, ui
+from kiosk import checkin, codes, gm65, log, ui
 from kiosk import mqtt as mqttc
 from kiosk.gate import Gate
 from kiosk.journal import Journal
@@ -58,6 +58,7 @@ class Kiosk:
         self.mqtt.on_down = self._on_down
         # Verdicts: policy, trust list, online check, repeats (kiosk/gate.py).
         self.gate = Gate(board, cfg, self.mqtt, self._show, self._record)
+        self.scanner_fault = None  # "scanner" when the module did not take its setup
 
     # -- scan path -----------------------------------------------------------
 
@@ -219,7 +220,7 @@ class Kiosk:
         self.gate.poll(now)
         if self.shown_at is not None and time.ticks_diff(now, self.shown_at) > SHOW_MS:
             self.shown_at = None
-            board.show(ui.idle(self.cfg["gate"]))
+            board.show(ui.idle(self.cfg["gate"], self.scanner_fault))
         if mq.state == mqttc.DOWN:
             if board.network_up() and time.ticks_diff(now, self.next_connect) >= 0:
                 if not mq.start(now):
@@ -232,8 +233,13 @@ class Kiosk:
     def run(self):
         log.info("app", "kiosk %s fw %s, %d check-ins waiting in the journal"
                  % (self.device, VERSION, len(self.journal.pending)))
+        err = gm65.setup(self.board)  # continuous mode, CR tail, 9600; read back
+        if err:
+            self.scanner_fault = "scanner"  # the kiosk runs on; staff see the fault
+            log.error("scanner", "GM65 setup failed: " + err)
         self.gate.start()  # the stored policy and trust list, verified again
-        self.board.show(ui.idle(self.cfg["gate"]))
+        self.board.show(ui.scanner_fault() if err else ui.idle(self.cfg["gate"]))
+        self.shown_at = self.board.ticks_ms() if err else None
         while True:
             try:
                 self.step(LOOP_MS)

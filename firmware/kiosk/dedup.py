@@ -7,19 +7,14 @@
 # about 1.5 KB for 32 slots.
 
 import hashlib
-import time
+
+from kiosk.ticks import ticks_diff
 
 try:
     from micropython import const
 except ImportError:  # CPython (host tests and tools)
     def const(x):
         return x
-
-if hasattr(time, "ticks_diff"):
-    ticks_diff = time.ticks_diff
-else:  # CPython: plain integers, no wrap-around
-    def ticks_diff(a, b):
-        return a - b
 
 SLOTS = const(32)
 _DIGEST = const(16)

@@ -14,14 +14,15 @@
 # document text only while it is verified (at most 16 KiB).
 
 import binascii
+import hashlib
 import os
 
-from kiosk import log, policy, trust
+from kiosk import docs, log, policy, trust
 
 KINDS = ("policy", "trust")
 # Repeats of the document held (a retained message comes again after every
 # reconnect) are not worth a warning.
-_QUIET = ("same_serial",)
+_QUIET = (docs.R_SAME_SERIAL,)
 
 
 class Fleet:
@@ -41,6 +42,9 @@ class Fleet:
         self.policy = policy.default()
         self.trust = None
         self.serial = {"policy": 0, "trust": 0}
+        # SHA-256 of each document held: the retained copy that comes again
+        # after every reconnect is recognised without verifying it again.
+        self._held = {"policy": b"", "trust": b""}
         self.accepted = 0
         self.rejected = 0
         self.last_error = None  # (kind, reason) of the last rejected document
@@ -86,8 +90,9 @@ class Fleet:
                 text = str(text, "utf-8")
             except UnicodeError:
                 return "not_jws"
-        from kiosk import docs  # (temporary: until kiosk/docs.py lands)
-
+        digest = hashlib.sha256(text.encode()).digest()
+        if digest == self._held[kind]:
+            return docs.R_SAME_SERIAL
         doc, reason = docs.verify(text, self.key, kind, self.serial[kind], now)
         if reason:
             return reason
@@ -114,6 +119,7 @@ class Fleet:
         else:
             self.trust = got
         self.serial[kind] = doc["serial"]
+        self._held[kind] = digest
         return None
 
     def _store(self, kind, text):

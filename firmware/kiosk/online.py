@@ -11,7 +11,7 @@ import json
 import random
 
 from kiosk import verdict
-from kiosk.dedup import ticks_diff
+from kiosk.ticks import ticks_diff
 
 try:
     from micropython import const
