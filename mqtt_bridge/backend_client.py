@@ -23,6 +23,9 @@ import httpx
 
 with warnings.catch_warnings():
     # Authlib 1.6+ nudges towards the `httpx2` fork; httpx 0.28 is what we run and it works.
+    # authlib.deprecate installs an "always" filter on import: let it, then override it.
+    import authlib.deprecate  # noqa: F401
+
     warnings.simplefilter("ignore")
     from authlib.integrations.httpx_client import OAuth2Client
 

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import httpx
 
-from mqtt_bridge.cli import PASSWORD_ENV
+from mqtt_bridge.config import CLIENT_SECRET_ENV, PASSWORD_ENV
 from mqtt_bridge.ingest import READY_MESSAGE
+from simulator.backend import SECRET_ENV as BACKEND_SECRET_ENV
 from simulator.broker import free_port
 from simulator.process import die_with_parent
 
@@ -130,32 +131,49 @@ def _startup_failure(service: ServiceProcess, why: str) -> ServiceError:
 
 
 def start_backend(
-    state_dir: Path, port: int | None = None, timeout: float = 20.0
+    state_dir: Path,
+    port: int | None = None,
+    timeout: float = 20.0,
+    *,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    token_ttl: int | None = None,
 ) -> ServiceProcess:
     """Start `python -m simulator.backend` on loopback; return once /healthz answers.
 
     The database is `<state_dir>/backend.sqlite3`, so a restart on the same
-    folder keeps every check-in. `port=None` picks a free port.
+    folder keeps every check-in. `port=None` picks a free port. With
+    `client_id`/`client_secret` the API requires OAuth2 bearer tokens.
     """
+    extra: list[str] = []
+    env: dict[str, str] = {}
+    if client_id:
+        extra += ["--client-id", client_id]
+        env[BACKEND_SECRET_ENV] = client_secret or ""
+    if token_ttl:
+        extra += ["--token-ttl", str(token_ttl)]
     # A free port found now can be taken by someone else before the backend binds it;
     # with an automatic port, try again on another one.
     attempts = 1 if port else 3
     for attempt in range(attempts):
         try:
-            return _start_backend_once(state_dir, port or free_port(), timeout)
+            return _start_backend_once(state_dir, port or free_port(), timeout, extra, env)
         except ServiceError:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_backend_once(state_dir: Path, port: int, timeout: float) -> ServiceProcess:
+def _start_backend_once(
+    state_dir: Path, port: int, timeout: float, extra: list[str], env: dict[str, str]
+) -> ServiceProcess:
     db = state_dir / BACKEND_DB
     service = _spawn(
         "backend",
-        ["simulator.backend", "--host", "127.0.0.1", "--port", str(port), "--db", str(db)],
+        ["simulator.backend", "--host", "127.0.0.1", "--port", str(port), "--db", str(db), *extra],
         state_dir,
         BACKEND_LOG,
+        env=env,
     )
     service.port, service.url, service.db_path = port, f"http://127.0.0.1:{port}", db
     deadline = time.monotonic() + timeout
@@ -181,12 +199,15 @@ def start_bridge(
     *,
     wait_ready: bool = True,
     timeout: float = 20.0,
+    client_secret: str | None = None,
+    name: str = "bridge",
 ) -> ServiceProcess:
     """Start `python -m mqtt_bridge run`; return once it logs that it is subscribed.
 
     The spool is `<state_dir>/bridge-spool.sqlite3` (reused across restarts),
-    the password goes through the environment, `extra_args` are appended
-    (later options win). wait_ready=False returns at once (e.g. no broker yet).
+    the password (and the OAuth2 `client_secret`) go through the environment,
+    `extra_args` are appended (later options win). wait_ready=False returns at
+    once (e.g. no broker yet). Two instances need two state folders.
     """
     db = state_dir / BRIDGE_DB
     args = [
@@ -202,7 +223,10 @@ def start_bridge(
         backend_url,
         *(extra_args or []),
     ]
-    service = _spawn("bridge", args, state_dir, BRIDGE_LOG, env={PASSWORD_ENV: password})
+    env = {PASSWORD_ENV: password}
+    if client_secret:
+        env[CLIENT_SECRET_ENV] = client_secret
+    service = _spawn(name, args, state_dir, BRIDGE_LOG, env=env)
     service.db_path = db
     if wait_ready:
         wait_bridge_ready(service, timeout)

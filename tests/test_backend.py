@@ -207,3 +207,82 @@ def test_stats_running_totals(backend: ServiceProcess) -> None:
         "by_type": {"cccd": 2, "hc1": 1, "pccovid": 1},
         "by_venue": {"V1": 2, "V2": 2},
     }
+
+
+# -- status API, OAuth2 tokens, fault switch ------------------------------------------
+
+
+def test_status_api_knows_the_demo_people(backend: ServiceProcess) -> None:
+    from simulator.backend import person_status, sample_people
+
+    people = sample_people()
+    assert len(people) > 1000 and {t for t, _ in people} == {"cccd", "pccovid"}
+    for _, ident in people[:20]:
+        response = http.get(f"{backend.url}/api/v1/status/{ident}")
+        assert response.status_code == 200
+        body = response.json()
+        assert body == person_status(ident)
+        assert set(body) == {"v", "declaration", "test", "vaccination", "isolation"}
+        assert ident not in response.text  # the answer never echoes the identifier
+    # Some people are in isolation, some tested positive: the online check has work to do.
+    states = [person_status(i) for _, i in people]
+    assert any(s["isolation"] for s in states) and any(s["test"] == "positive" for s in states)
+    assert http.get(f"{backend.url}/api/v1/status/000000000000").status_code == 404
+    assert http.get(f"{backend.url}/api/v1/status/{'9' * 65}").status_code == 400
+
+
+def test_fault_switch_fails_and_slows_on_demand(backend: ServiceProcess) -> None:
+    url = backend.url
+    batch = [make_checkin(DEVICE_A, 1)]
+    assert (
+        http.post(f"{url}/admin/faults", json={"status": 503, "scope": "checkins"}).status_code
+        == 200
+    )
+    assert post_batch(url, batch).status_code == 503
+    assert http.get(f"{url}/api/v1/status/000000000000").status_code == 404  # other scope
+    assert (
+        http.post(f"{url}/admin/faults", json={"delay": 0.3, "scope": "status"}).status_code == 200
+    )
+    response = http.get(f"{url}/api/v1/status/000000000000")
+    assert response.status_code == 404 and response.elapsed.total_seconds() >= 0.3
+    for bad in ({"status": 200}, {"delay": -1}, {"scope": "everything"}, {"other": 1}, [1]):
+        assert http.post(f"{url}/admin/faults", json=bad).status_code == 400, bad
+    assert http.get(f"{url}/admin/faults").json()["scope"] == "status"  # unchanged by bad input
+    assert http.delete(f"{url}/admin/faults").status_code == 200
+    assert post_batch(url, batch).json() == {"stored": 1, "duplicates": 0}
+
+
+def test_oauth2_client_credentials_guard_the_api(tmp_path: Path) -> None:
+    service = start_backend(
+        tmp_path / "b", client_id="bridge", client_secret="s3cret", token_ttl=60
+    )
+    try:
+        url = service.url
+        batch = [make_checkin(DEVICE_A, 1)]
+        assert post_batch(url, batch).status_code == 401  # no token
+        assert http.get(f"{url}/api/v1/status/x").status_code == 401
+        wrong = http.post(
+            f"{url}/oauth/token", data={"grant_type": "client_credentials"}, auth=("bridge", "no")
+        )
+        assert wrong.status_code == 401 and wrong.json() == {"error": "invalid_client"}
+        grant = http.post(
+            f"{url}/oauth/token", data={"grant_type": "password"}, auth=("bridge", "s3cret")
+        )
+        assert grant.status_code == 400
+        token = http.post(
+            f"{url}/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "bridge",
+                "client_secret": "s3cret",
+            },
+        ).json()
+        assert token["token_type"] == "Bearer" and token["expires_in"] == 60
+        bearer = {"Authorization": f"Bearer {token['access_token']}"}
+        response = http.post(f"{url}/api/v1/checkins", json={"checkins": batch}, headers=bearer)
+        assert response.json() == {"stored": 1, "duplicates": 0}
+        assert http.post(f"{url}/admin/revoke-tokens").status_code == 200
+        revoked = http.get(f"{url}/api/v1/stats", headers=bearer)
+        assert revoked.status_code == 401 and "invalid_token" in revoked.headers["WWW-Authenticate"]
+    finally:
+        service.stop()
