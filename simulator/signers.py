@@ -23,7 +23,7 @@ import random
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +73,13 @@ def ec_key(label: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(secret, ec.SECP256R1())
 
 
+@cache
 def rsa_key(name: str) -> rsa.RSAPrivateKey:
-    """One of the TEST ONLY RSA keys in simulator/testkeys/."""
-    key = serialization.load_pem_private_key((TESTKEYS / f"{name}.pem").read_bytes(), None)
+    """One of the TEST ONLY RSA keys in simulator/testkeys/ (loaded once)."""
+    # Our own files: skipping the (slow) key consistency check is safe here.
+    key = serialization.load_pem_private_key(
+        (TESTKEYS / f"{name}.pem").read_bytes(), None, unsafe_skip_rsa_key_validation=True
+    )
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
 
@@ -113,7 +117,7 @@ def pss_sign(
     `rng`, so test signatures are reproducible (cryptography's own PSS signing
     draws the salt from the OS). `salt_len` -1 means the maximum."""
     numbers = key.private_numbers()
-    n, d = numbers.public_numbers.n, numbers.d
+    n = numbers.public_numbers.n
     mod_bits = n.bit_length()
     em_bits = mod_bits - 1
     em_len = (em_bits + 7) // 8
@@ -134,7 +138,11 @@ def pss_sign(
     masked = bytearray(a ^ b for a, b in zip(db, mask, strict=False))
     masked[0] &= 0xFF >> (8 * em_len - em_bits)
     em = bytes(masked) + h + b"\xbc"
-    s = pow(int.from_bytes(em, "big"), d, n)
+    m = int.from_bytes(em, "big")
+    # RSASP1 with the CRT (RFC 8017 5.1.2): four times faster than m^d mod n
+    s1 = pow(m, numbers.dmp1, numbers.p)
+    s2 = pow(m, numbers.dmq1, numbers.q)
+    s = s2 + numbers.q * ((numbers.iqmp * (s1 - s2)) % numbers.p)
     sig = s.to_bytes((mod_bits + 7) // 8, "big")
     # Self-check with the library, so a bug here cannot pass as a firmware bug.
     key.public_key().verify(

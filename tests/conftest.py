@@ -77,6 +77,15 @@ def _firmware_test_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["KIOSK_TEST_TMP"] = str(base)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _signature_vectors(_firmware_test_env: None) -> None:
+    """Signature test vectors (tests/sigvectors.py) beside the samples, for the
+    firmware's verifier tests under CPython and MicroPython."""
+    from sigvectors import write_vectors
+
+    write_vectors(Path(os.environ["KIOSK_TEST_SAMPLES"]).with_name("sig_vectors.json"))
+
+
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[ServiceProcess]:
     """A running city-backend emulator on a free port, empty database in tmp_path."""

@@ -36,16 +36,21 @@ R_BAD_KEY = "bad_operator_key"
 
 def b64url_decode(part):
     """Decode unpadded base64url (str); None if it is not valid."""
-    if not isinstance(part, str) or "=" in part or len(part) % 4 == 1:
+    if not isinstance(part, str) or "=" in part or "+" in part or "/" in part:
+        return None  # padding or the standard alphabet: not JWS
+    if len(part) % 4 == 1:
         return None
     s = part.replace("-", "+").replace("_", "/")
-    if "+" in part or "/" in part:
-        return None  # standard alphabet: not JWS
     s += "=" * (-len(s) % 4)
     try:
-        return binascii.a2b_base64(s)
+        raw = binascii.a2b_base64(s)
     except (ValueError, TypeError):
         return None
+    # a2b_base64 skips characters outside the alphabet: only a canonical
+    # encoding that round-trips is accepted.
+    if binascii.b2a_base64(raw)[:-1] != s.encode():
+        return None
+    return raw
 
 
 def _is_int(v):
