@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import BRIDGE_PASSWORD, wait_for
 
-from kiosk.journal import Journal  # the firmware's own journal code, on CPython
+from kiosk.journal import pending_in  # the firmware's own journal code, on CPython
 from simulator.broker import Broker
 from simulator.codes import PASS, REFUSED, UNREADABLE, Sample, SampleFactory
 from simulator.kiosk import VirtualKiosk, kiosk_config
@@ -104,4 +104,4 @@ def test_two_hundred_codes_from_scanner_to_backend(
     finally:
         kiosk.stop()
     # ... so its journal, read with the firmware's own code, holds nothing any more.
-    assert Journal(str(kiosk.state_dir / "journal.log")).pending_seqs() == []
+    assert pending_in(str(kiosk.state_dir / "journal")) == []

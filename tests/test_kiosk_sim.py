@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import BRIDGE_PASSWORD, wait_for
 
-from kiosk.journal import Journal  # the firmware's own journal code, on CPython
+from kiosk.journal import pending_in  # the firmware's own journal code, on CPython
 from simulator.broker import BRIDGE_USER, Broker, free_port
 from simulator.codes import PASS, SampleFactory
 from simulator.kiosk import VirtualKiosk, kiosk_config
@@ -25,7 +25,8 @@ VENUE = "HCM-Q1-000123"
 
 
 class AckingBridge:
-    """Receives check-ins and acknowledges them the way the bridge does."""
+    """Receives check-ins and acknowledges them the way the bridge does; answers
+    online checks with "pass" (the bridge's verify service, stood in for)."""
 
     def __init__(self, port: int, ack: bool = True) -> None:
         self.checkins: list[dict[str, Any]] = []
@@ -36,16 +37,24 @@ class AckingBridge:
         self.client.username_pw_set(BRIDGE_USER, BRIDGE_PASSWORD)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        wait_for(self.subscribed.is_set, what="the test bridge's subscriptions")
 
     def _on_connect(self, client: mqtt.Client, *args: object) -> None:
-        client.subscribe([("kiosk/+/checkin", 1), ("kiosk/+/status", 1)])
+        client.subscribe([("kiosk/+/checkin", 1), ("kiosk/+/status", 1), ("kiosk/+/verify", 0)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         device = msg.topic.split("/")[1]
         if msg.topic.endswith("/status"):
             self.status[device] = msg.payload
+            return
+        if msg.topic.endswith("/verify"):
+            rid = json.loads(msg.payload)["rid"]
+            answer = json.dumps({"v": 1, "rid": rid, "result": "pass", "reason": None})
+            client.publish(f"kiosk/{device}/verify/result", answer, qos=0)
             return
         record = json.loads(msg.payload)
         with self._lock:
@@ -64,9 +73,14 @@ class AckingBridge:
 
 
 def make_kiosk(tmp_path: Path, broker: Broker, device: str = "kiosk-t1") -> VirtualKiosk:
+    """A kiosk that pins the test operator's key and holds the samples' trust list."""
     password = f"pw-{device}"
     broker.add_account(device, password)
-    return VirtualKiosk(tmp_path / device, kiosk_config(device, VENUE, "A", broker.port, password))
+    kiosk = VirtualKiosk(tmp_path / device, kiosk_config(
+        device, VENUE, "A", broker.port, password,
+        operator_key=SampleFactory.operator_key_b64()))
+    kiosk.install_document("trust", SampleFactory.trust_document())
+    return kiosk
 
 
 @pytest.fixture
@@ -104,7 +118,7 @@ def test_checkins_reach_the_broker_and_acks_empty_the_journal(
         kiosk.stop()
         bridge.close()
     # The firmware's journal, read with the firmware's own code: nothing left once acked.
-    assert Journal(str(kiosk.state_dir / "journal.log")).pending_seqs() == []
+    assert pending_in(str(kiosk.state_dir / "journal")) == []
 
 
 def test_bad_scanner_input_shows_unreadable_and_the_kiosk_carries_on(
@@ -195,7 +209,7 @@ def test_power_cut_keeps_confirmed_checkins_and_sequence(
         wait_for(lambda: len(kiosk.display.verdicts()) == 4, what="four verdicts")
     finally:
         kiosk.stop(kill=True)  # SIGKILL: nobody acknowledged anything (no bridge)
-    assert Journal(str(kiosk.state_dir / "journal.log")).pending_seqs() == [1, 2, 3, 4]
+    assert pending_in(str(kiosk.state_dir / "journal")) == [1, 2, 3, 4]
     bridge = AckingBridge(kiosk_broker.port)
     kiosk = make_kiosk(tmp_path, kiosk_broker).start()
     try:
@@ -235,9 +249,11 @@ def test_pass_screen_masks_the_name(tmp_path: Path, kiosk_broker: Broker, sample
     f = SampleFactory(17)
     sample = getattr(f, sample_kind)()
     assert sample.expect == PASS
+    bridge = AckingBridge(kiosk_broker.port)  # answers the online check of identity codes
     kiosk = make_kiosk(tmp_path, kiosk_broker).start()
     try:
         kiosk.wait_ready()
+        wait_for(lambda: bridge.status.get("kiosk-t1") == b"online", what="kiosk connected")
         kiosk.scanner.scan(sample.payload)  # type: ignore[union-attr]
         wait_for(lambda: kiosk.display.verdicts(), what="a verdict")
         screen = kiosk.display.verdicts()[0]
@@ -247,3 +263,4 @@ def test_pass_screen_masks_the_name(tmp_path: Path, kiosk_broker: Broker, sample
         assert sample.ident not in " ".join(screen["lines"])
     finally:
         kiosk.stop()
+        bridge.close()

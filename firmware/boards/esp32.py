@@ -43,6 +43,9 @@ _BUZZ_DUTY = const(32768)  # 50 %: loudest square wave for a passive buzzer
 # time.time() counts from 2000-01-01 on ports built that way: gmtime(0) says.
 _EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
+_MIN_UNIX = const(1735689600)  # 2025-01-01: an RTC before that was never set
+_RESET_NOTE = "/reset.cause"  # why the last run ended (written by reset())
+
 _OPTIONAL = ("lcd", "status_led")  # sections that may be null: not fitted
 
 # == hardware/pinmap.json without its "note" fields (tests/test_firmware_build.py).
@@ -166,6 +169,7 @@ class Board:
             self._status = Pin(st["pin"], Pin.OUT, value=1 - self._status_on)
         self._status_up = False
         self._wlan = None
+        self._wdt = None
 
     def path(self, name):
         return "/" + name
@@ -244,6 +248,59 @@ class Board:
 
     def network_up(self):
         return self._wlan is not None and self._wlan.isconnected()
+
+    def rssi(self):
+        """Signal strength in dBm, or None without a Wi-Fi connection."""
+        if not self.network_up():
+            return None
+        try:
+            return self._wlan.status("rssi")
+        except (ValueError, OSError):
+            return None
+
+    # -- clock, resets, watchdog (kiosk/clock.py, kiosk/health.py) -------------
+
+    def rtc_unix(self):
+        """The RTC's time if it has been set (it survives a soft reset, not a
+        power cut: then it counts from 2000-01-01 and is ignored)."""
+        t = time.time() + _EPOCH_OFFSET
+        return t if t >= _MIN_UNIX else None
+
+    def set_rtc(self, unix):
+        tm = time.gmtime(unix - _EPOCH_OFFSET)
+        machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
+
+    def reset_cause(self):
+        """Why this boot happened: "crash" or "soft" (noted by reset()),
+        "watchdog", or "power" (power-on, brown-out, reset button)."""
+        try:
+            with open(_RESET_NOTE) as f:
+                cause = f.read().strip()
+            import os
+
+            os.remove(_RESET_NOTE)
+            if cause:
+                return cause
+        except OSError:
+            pass
+        rc = machine.reset_cause()
+        if rc == machine.WDT_RESET:
+            return "watchdog"
+        if rc == machine.SOFT_RESET:
+            return "soft"
+        return "power"
+
+    def reset(self, cause):
+        with open(_RESET_NOTE, "w") as f:
+            f.write(cause)
+        machine.reset()
+
+    def wdt_start(self, timeout_ms):
+        self._wdt = machine.WDT(timeout=timeout_ms)  # cannot be stopped once started
+
+    def wdt_feed(self):
+        if self._wdt is not None:
+            self._wdt.feed()
 
 
 def _open_lcd(bus, lcd):

@@ -6,16 +6,23 @@
 # pyserial, exactly as a GM65 module on a serial line would. The
 # display is a JSON-lines log (display.jsonl in the state folder) that people
 # and tests watch. The kiosk's files live in KIOSK_STATE (default: current
-# folder). The network is the host's and is always "up".
+# folder). The network is the host's and is always "up" (network faults come
+# from simulator/netfault.py between the kiosk and the broker). Resets end
+# the process (EXIT_RESET; the watchdog: SIGUSR1) for the simulator to restart.
 # Heap: the 256-byte read buffer.
 
+import _thread
 import json
 import os
 import select
+import sys
 import time
 
 from boards import watch_socket
 from kiosk import log
+
+EXIT_RESET = 75  # the process asks to be started again (reboot command, crash)
+RESET_NOTE = "reset.cause"  # why the last run ended, read once at the next boot
 
 
 class Board:
@@ -34,6 +41,8 @@ class Board:
         else:
             log.warn("board", "KIOSK_SCANNER_FD not set: no scanner attached")
         self._display = open(self.path("display.jsonl"), "a")
+        self._stall_at = None
+        self._fed = 0
 
     def path(self, name):
         return self.state_dir + "/" + name
@@ -83,3 +92,59 @@ class Board:
 
     def network_up(self):
         return True
+
+    def rssi(self):
+        return None  # no radio
+
+    # -- clock, resets, watchdog (kiosk/clock.py, kiosk/health.py) -------------
+
+    def rtc_unix(self):
+        # The host's clock, unless a test wants a kiosk that boots without one.
+        return None if os.getenv("KIOSK_RTC") == "unset" else int(time.time())
+
+    def set_rtc(self, unix):
+        pass  # the host keeps its own time
+
+    def reset_cause(self):
+        """Why this boot happened: the note left by reset() or the emulated
+        watchdog, else "power" (a first start, or SIGKILL: a power cut)."""
+        path = self.path(RESET_NOTE)
+        try:
+            with open(path) as f:
+                cause = f.read().strip()
+            os.remove(path)
+        except OSError:
+            cause = ""
+        return cause or "power"
+
+    def reset(self, cause):
+        """Restart the kiosk: the process exits with EXIT_RESET and whoever
+        runs it (simulator/kiosk.py) starts it again, as the chip would."""
+        _note(self.path(RESET_NOTE), cause)
+        sys.exit(EXIT_RESET)
+
+    def wdt_start(self, timeout_ms):
+        # A thread stands in for the hardware watchdog: if the loop stops
+        # feeding it, it notes "watchdog" and kills the process with SIGUSR1
+        # (exit status -10), like a reset the loop could not prevent.
+        stall = os.getenv("KIOSK_SIM_STALL_AFTER_MS")
+        self._stall_at = time.ticks_add(time.ticks_ms(), int(stall)) if stall else None
+        self._fed = time.ticks_ms()
+        _thread.start_new_thread(self._watchdog, (timeout_ms,))
+
+    def wdt_feed(self):
+        if self._stall_at is not None and time.ticks_diff(time.ticks_ms(), self._stall_at) > 0:
+            while True:  # fault injection: a hung main loop
+                time.sleep_ms(1000)
+        self._fed = time.ticks_ms()
+
+    def _watchdog(self, timeout_ms):
+        while time.ticks_diff(time.ticks_ms(), self._fed) < timeout_ms:
+            time.sleep_ms(100)
+        _note(self.path(RESET_NOTE), "watchdog")
+        os.system("kill -USR1 $PPID")
+
+
+def _note(path, cause):
+    with open(path, "w") as f:
+        f.write(cause)

@@ -9,14 +9,15 @@
 # display confirmed survives a power cut at any instruction.
 # Heap: ~6 KB for the app state plus the modules' own (see each module).
 
-import json
-import random
 import time
 
-from kiosk import checkin, codes, gm65, log, ui
+from kiosk import codes, gm65, log, ui
 from kiosk import mqtt as mqttc
+from kiosk.clock import Clock
 from kiosk.gate import Gate
+from kiosk.health import Health, safe_screen
 from kiosk.journal import Journal
+from kiosk.link import Link, storage_screen
 from kiosk.scanner import TOO_LONG, FrameReader
 from kiosk.version import VERSION
 
@@ -27,10 +28,6 @@ except ImportError:  # CPython (host tests and tools)
         return x
 
 SHOW_MS = const(2500)  # how long a verdict stays on screen
-MAX_INFLIGHT = const(32)  # check-ins published but not yet acknowledged
-RESEND_MS = const(15000)  # republish a check-in the bridge has not acked by then
-BACKOFF_MIN_MS = const(500)
-BACKOFF_MAX_MS = const(30000)
 LOOP_MS = const(50)  # longest sleep when idle (keeps timers and buzzer smooth)
 
 
@@ -40,22 +37,22 @@ class Kiosk:
         self.cfg = cfg
         self.device = cfg["device"]
         self.reader = FrameReader()
-        self.journal = Journal(board.path("journal.log"))
-        self.inflight = {}  # seq -> ticks when last published
         self.frames = []
         self.shown_at = None
-        self.backoff = BACKOFF_MIN_MS
-        self.next_connect = 0
-        self.counts = {"scans": 0, "pass": 0, "refused": 0, "unreadable": 0, "sent": 0,
-                       "acked": 0, "reconnects": 0}
-        b = cfg["broker"]
-        self.mqtt = mqttc.MQTTClient(
-            self.device, b["host"], b["port"], user=b.get("user", self.device),
-            password=b["password"], keepalive=b.get("keepalive", 30),
-            will_topic=checkin.topic(self.device, "status"), will_msg=b"offline")
-        self.mqtt.on_connect = self._on_connect
-        self.mqtt.on_message = self._on_message
-        self.mqtt.on_down = self._on_down
+        # Field survival (issue 4): crash-loop state, clock, journal, MQTT link.
+        sm = cfg["safe_mode"]
+        self.health = Health(board, sm["crashes"], sm["window_s"])
+        self.safe_mode = self.health.safe_mode  # skip fleet documents, online checks
+        self.clock = Clock(board, cfg["ntp"], board.ticks_ms())
+        self.clock.on_sync = self._clock_set
+        self.journal = Journal(board.path("journal"), (self.device, cfg["venue"], cfg["gate"],
+                               VERSION), cfg["journal"]["max_bytes"], self.health.boot)
+        self.counts = {"scans": 0, "pass": 0, "fail": 0, "unreadable": 0, "errors": 0,
+                       "unrecorded": 0, "sent": 0, "acked": 0, "reconnects": 0}
+        self.link = Link(board, cfg, self.journal, self.clock, self.health, self.counts)
+        self.link.on_message = self._on_message
+        self.link.on_up = self._on_up
+        self.mqtt = self.link.mqtt
         # Verdicts: policy, trust list, online check, repeats (kiosk/gate.py).
         self.gate = Gate(board, cfg, self.mqtt, self._show, self._record)
         self.scanner_fault = None  # "scanner" when the module did not take its setup
@@ -78,7 +75,7 @@ class Kiosk:
             self._unreadable("unsupported")
             return
         if code.status == codes.INVALID:
-            self.counts["refused"] += 1
+            self.counts["fail"] += 1
             log.info("scan", "refused %s: %s" % (code.type, code.reason))
             self._show(ui.refused(code.reason))
             return
@@ -88,23 +85,18 @@ class Kiosk:
         """Journal, show and send a settled verdict (kiosk/gate.py Decision).
         Returns the screen shown, or None if it could not be recorded."""
         code, res = decision.code, decision.result
-        seq = self.journal.next_seq()
-        payload = checkin.encode(self.cfg, seq, decision.ts, code, res.verdict, res.how,
-                                 res.reason)
-        try:
-            self.journal.append(seq, payload)  # durable before anything is shown
-        except OSError as e:
+        # Durable before anything is shown; the link sends it (kiosk/link.py).
+        seq = self.link.store(code.type, code.ident, res.verdict, res.how, res.reason)
+        if seq < 0:
             # Flash full or failing: a check-in that cannot be kept is not admitted.
-            self.counts["refused"] += 1
-            log.error("journal", "cannot store check-in %d: %s" % (seq, e))
-            self._show(ui.refused("storage"))
+            self.counts["fail"] += 1
+            self._show(storage_screen(self.journal.full))
             return None
-        self.counts["pass" if res.verdict == "pass" else "refused"] += 1
+        self.counts["pass" if res.verdict == "pass" else "fail"] += 1
         screen = ui.verdict(res)
         self._show(screen)
         log.info("scan", "check-in %d %s %s %s %s" % (seq, code.type, res.verdict, res.how,
                                                      res.reason))
-        self._publish(seq, payload)
         return screen
 
     def _unreadable(self, why):
@@ -116,90 +108,17 @@ class Kiosk:
         self.board.show(screen)
         self.shown_at = self.board.ticks_ms()
 
-    # -- sending -------------------------------------------------------------
+    # -- messages (the session, acks and commands live in kiosk/link.py) -----
 
-    def _publish(self, seq, payload):
-        if len(self.inflight) >= MAX_INFLIGHT:
-            return
-        if self.mqtt.publish(checkin.topic(self.device, "checkin"), payload, 1):
-            self.inflight[seq] = self.board.ticks_ms()
-            self.counts["sent"] += 1
-
-    def _replay(self, now):
-        # Publish journaled check-ins not in flight, oldest first; republish
-        # those the bridge has not acknowledged in time.
-        if self.mqtt.state != mqttc.UP:
-            return
-        pending = self.journal.pending
-        inflight = self.inflight
-        # Cheap checks first: this runs every loop pass, and sorting a large
-        # offline backlog each time would starve the scan path.
-        resend_due = False
-        for sent in inflight.values():
-            if time.ticks_diff(now, sent) >= RESEND_MS:
-                resend_due = True
-                break
-        if not resend_due and len(inflight) >= min(len(pending), MAX_INFLIGHT):
-            return
-        for seq in self.journal.pending_seqs():
-            if len(self.inflight) >= MAX_INFLIGHT or not self.mqtt.can_send(512):
-                return
-            sent = self.inflight.get(seq)
-            if sent is not None and time.ticks_diff(now, sent) < RESEND_MS:
-                continue
-            if sent is not None:
-                del self.inflight[seq]
-            if seq in pending:
-                payload = self.journal.read(seq)
-                if payload is not None:
-                    self._publish(seq, payload)
-
-    def _on_connect(self):
-        log.info("mqtt", "connected (session present: %s)" % self.mqtt.session_present)
-        self.backoff = BACKOFF_MIN_MS
-        self.inflight = {}
-        self.mqtt.subscribe(checkin.topic(self.device, "ack"), 1)
-        self.mqtt.subscribe(checkin.topic(self.device, "reply"), 1)
+    def _on_up(self):
+        if self.safe_mode:
+            return  # no fleet documents or online checks in safe mode
         for topic, qos in self.gate.topics():
             self.mqtt.subscribe(topic, qos)
-        self.mqtt.publish(checkin.topic(self.device, "status"), b"online", 1, True)
-
-    def _on_down(self, reason):
-        log.warn("mqtt", "down: " + reason)
-        self.inflight = {}
-        self.counts["reconnects"] += 1
-        # Exponential backoff with full jitter, so a fleet does not reconnect in step.
-        delay = random.getrandbits(16) % self.backoff + 1
-        self.backoff = min(self.backoff * 2, BACKOFF_MAX_MS)
-        self.next_connect = time.ticks_add(self.board.ticks_ms(), delay)
 
     def _on_message(self, topic, payload):
-        if self.gate.message(topic, payload, self.board.ticks_ms()):
-            return  # online check answer or fleet document
-        try:
-            msg = json.loads(payload)
-        except ValueError:
-            log.warn("mqtt", "bad message on " + topic)
-            return
-        if not isinstance(msg, dict):
-            return
-        if topic.endswith("/ack"):
-            seqs = msg.get("seq")
-            if isinstance(seqs, list):
-                freed = 0
-                for seq in seqs:
-                    if isinstance(seq, int) and self.journal.ack(seq):
-                        self.inflight.pop(seq, None)
-                        freed += 1
-                self.counts["acked"] += freed
-                log.info("journal", "bridge stored %d, %d waiting"
-                         % (freed, len(self.journal.pending)))
-        elif topic.endswith("/reply"):
-            seq = msg.get("seq")
-            log.warn("bridge", "rejected check-in %s: %s %s"
-                     % (seq, msg.get("error"), msg.get("detail")))
-            if isinstance(seq, int) and self.journal.ack(seq):
-                self.inflight.pop(seq, None)
+        if not self.safe_mode:
+            self.gate.message(topic, payload, self.board.ticks_ms())
 
     # -- the loop ------------------------------------------------------------
 
@@ -207,7 +126,7 @@ class Kiosk:
         """One pass of the main loop; waits at most timeout_ms for input."""
         board = self.board
         mq = self.mqtt
-        board.wait(timeout_ms, mq.sock if mq.state != mqttc.DOWN else None)
+        board.wait(timeout_ms, mq._raw if mq.state != mqttc.DOWN else None)
         now = board.ticks_ms()
         data = board.scanner_read()
         frames = self.frames
@@ -220,19 +139,26 @@ class Kiosk:
         self.gate.poll(now)
         if self.shown_at is not None and time.ticks_diff(now, self.shown_at) > SHOW_MS:
             self.shown_at = None
-            board.show(ui.idle(self.cfg["gate"], self.scanner_fault))
-        if mq.state == mqttc.DOWN:
-            if board.network_up() and time.ticks_diff(now, self.next_connect) >= 0:
-                if not mq.start(now):
-                    pass  # on_down already scheduled the next attempt
-        else:
-            mq.service(now)
-            self._replay(now)
+            board.show(self._idle_screen())
+        idle = self.shown_at is None  # a blocking DNS lookup only with nothing on screen
+        self.clock.service(now, idle)
+        self.link.service(now, idle)
         board.tick(now)
+
+    def _idle_screen(self):
+        if self.safe_mode and not self.scanner_fault:
+            return safe_screen(self.cfg["gate"])
+        return ui.idle(self.cfg["gate"], self.scanner_fault)
+
+    def _clock_set(self):
+        try:
+            self.journal.note_boot_start(self.clock.boot_unix)
+        except OSError as e:
+            log.error("journal", "cannot note the boot time: %s" % e)
 
     def run(self):
         log.info("app", "kiosk %s fw %s, %d check-ins waiting in the journal"
-                 % (self.device, VERSION, len(self.journal.pending)))
+                 % (self.device, VERSION, self.journal.pending))
         err = gm65.setup(self.board)  # continuous mode, CR tail, 9600; read back
         if err:
             self.scanner_fault = "scanner"  # the kiosk runs on; staff see the fault
@@ -240,13 +166,19 @@ class Kiosk:
         self.gate.start()  # the stored policy and trust list, verified again
         self.board.show(ui.scanner_fault() if err else ui.idle(self.cfg["gate"]))
         self.shown_at = self.board.ticks_ms() if err else None
+        if self.safe_mode:
+            log.warn("app", "safe mode: %d crashes in a row" % self.health.streak)
+        self.health.start_watchdog()
         while True:
             try:
                 self.step(LOOP_MS)
+                self.health.feed(self.board.ticks_ms())  # only after a pass that completed
             except Exception as e:  # last resort: a bug must not close the entrance
+                self.counts["errors"] += 1
                 log.error("app", "loop error: %r" % (e,))
-                self.mqtt.close()
-                self._on_down("loop error")  # start the session afresh, after a backoff
+                if self.mqtt.state != mqttc.DOWN:
+                    self.mqtt.close()
+                    self.link._on_down("loop error")  # start afresh, after a backoff
 
 
 def main(board):
@@ -262,4 +194,8 @@ def main(board):
             board.wait(1000, None)
             board.tick(board.ticks_ms())
     board.start_network(cfg)
-    Kiosk(board, cfg).run()
+    try:
+        Kiosk(board, cfg).run()
+    except Exception as e:  # a crash outside the loop's guard: note it, reset
+        log.error("app", "crash: %r" % (e,))
+        board.reset("crash")

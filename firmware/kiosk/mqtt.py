@@ -3,13 +3,31 @@
 # Why not umqtt.simple: it blocks in connect() and in every read, and the
 # scan path must never wait on the network (design invariant 4). Why not
 # mqtt_as: it needs the whole app to be asyncio and costs ~12 KB more heap.
-# This client never blocks after start(): the socket is non-blocking, the
-# connect completes in service(), incoming bytes are parsed as they come,
-# and outgoing packets wait in a bounded buffer until the socket takes them.
+# This client never blocks after start(): the socket is non-blocking, the TCP
+# connect and the TLS handshake complete in service(), incoming bytes are
+# parsed as they come, and outgoing packets wait in a bounded buffer until
+# the socket takes them.
 #
-# QoS 1 redelivery is not kept here: the kiosk's journal is the store, and
-# the app republishes every check-in the bridge has not acknowledged.
-# Heap: IN_MAX + OUT_MAX worst case, ~1 KB typical.
+# Session: clean_session is off, so the broker keeps our subscriptions and
+# queues what is sent to us (acks) while we are away. QoS 1 PUBLISHes stay in
+# a bounded in-flight table (MAX_INFLIGHT) until their PUBACK and are sent
+# again, with DUP set, after a reconnect (MQTT 3.1.1 4.4); publish() says
+# "later" (0) while the table is full. The kiosk's journal remains the store
+# of record: the app republishes what the bridge has not acknowledged.
+# Keepalive: a PINGREQ when we have been quiet for half the keepalive; no
+# PINGRESP within PING_WAIT_MS, or a broker silent for 1.5x the keepalive,
+# drops the connection (a dead path is found in seconds, not at TCP timeout).
+# DNS: see connect_needs_dns(): getaddrinfo() blocks on ESP32 (lwIP has no
+# asynchronous resolver in MicroPython), so the app resolves only in its
+# connect phase, after the display is updated; the address is cached, and an
+# IP literal needs no lookup at all.
+# TLS: ssl.SSLContext(PROTOCOL_TLS_CLIENT) with the pinned CA
+# (load_verify_locations, CERT_REQUIRED) and the device's certificate and key
+# (load_cert_chain); the handshake runs non-blocking (do_handshake_on_connect
+# False) inside the first reads and writes. mbedTLS needs ~20-25 KB outside
+# the GC heap on ESP32 while connected.
+# Heap: the in-flight table (MAX_INFLIGHT check-ins, ~300 bytes each), the
+# buffers (IN_MAX, OUT_MAX worst case, ~1 KB typical).
 
 import errno
 import select
@@ -30,7 +48,9 @@ except ImportError:  # CPython (host tests and tools)
 
 IN_MAX = const(16896)  # largest packet we accept: a signed fleet document (16 KiB) + headers
 OUT_MAX = const(8192)  # outgoing bytes buffered before publish() says "later"
-CONNECT_TIMEOUT_MS = const(5000)
+CONNECT_TIMEOUT_MS = const(10000)  # TCP connect + TLS handshake + CONNACK
+PING_WAIT_MS = const(5000)  # a PINGREQ unanswered this long: the path is dead
+MAX_INFLIGHT = const(16)  # QoS 1 PUBLISHes awaiting PUBACK
 
 DOWN = const(0)
 CONNECTING = const(1)  # TCP handshake under way
@@ -57,6 +77,17 @@ def _remaining(n):
             return out
 
 
+def is_ip(host):
+    """An IPv4 literal (needs no DNS)."""
+    parts = host.split(".")
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not p.isdigit() or int(p) > 255:
+            return False
+    return True
+
+
 def packet(first, body):
     """One MQTT packet: fixed header byte, remaining length, body."""
     return bytes([first]) + _remaining(len(body)) + body
@@ -64,7 +95,8 @@ def packet(first, body):
 
 class MQTTClient:
     def __init__(self, client_id, host, port, user=None, password=None, keepalive=30,
-                 will_topic=None, will_msg=None, clean=False):
+                 will_topic=None, will_msg=None, clean=False, tls=None):
+        """tls: None, or {"ca": path, "cert": path, "key": path} (cert/key optional)."""
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -74,16 +106,22 @@ class MQTTClient:
         self.will_topic = will_topic
         self.will_msg = will_msg
         self.clean = clean
+        self.tls = tls
+        self._ctx = None
         self.state = DOWN
         self.sock = None
+        self._raw = None
         self._addr = None
         self._poll = select.poll()
         self._in = bytearray()
         self._out = bytearray()
+        self._rbuf = bytearray(512)
         self._pid = 0
+        self._inflight = {}  # pid -> PUBLISH packet (QoS 1, awaiting PUBACK)
         self._t_start = 0
         self._t_sent = 0
         self._t_recv = 0
+        self._t_ping = None  # when the PINGREQ still unanswered went out
         self.session_present = False
         # Callbacks, set by the app.
         self.on_connect: Callable[[], None] | None = None
@@ -93,12 +131,33 @@ class MQTTClient:
 
     # -- connection ----------------------------------------------------------
 
+    def needs_dns(self):
+        """True if start() would do a (blocking on ESP32) name lookup."""
+        return self._addr is None and not is_ip(self.host)
+
+    def forget_address(self):
+        """Look the broker's name up again at the next start (it may have moved)."""
+        self._addr = None
+
+    def _context(self):
+        if self._ctx is None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(cafile=self.tls["ca"])
+            if self.tls.get("cert"):
+                ctx.load_cert_chain(self.tls["cert"], self.tls["key"])
+            self._ctx = ctx
+        return self._ctx
+
     def start(self, now):
-        """Begin connecting (returns at once). False if it failed straight away."""
+        """Begin connecting (returns at once, but for a first name lookup).
+        False if it failed straight away (on_down has been called)."""
         self.close()
         try:
             if self._addr is None:
-                # Blocks only for a name lookup; an IP address resolves at once.
+                # Blocks only for a name lookup; an IP literal resolves at once.
                 self._addr = socket.getaddrinfo(self.host, self.port)[0][-1]
             sock = socket.socket()
             sock.setblocking(False)
@@ -112,13 +171,28 @@ class MQTTClient:
                 sock.close()
                 self._down("connect: %s" % e)
                 return False
-        self.sock = sock
+        self.sock = self._raw = sock
         self._poll.register(sock, select.POLLOUT)
         self.state = CONNECTING
         self._t_start = now
+        self._t_ping = None
         self._in = bytearray()
         self._out = bytearray()
         return True
+
+    def _tcp_up(self, now):
+        """TCP connected: wrap in TLS if configured, queue CONNECT and the retries."""
+        self._poll.modify(self._raw, select.POLLIN)
+        if self.tls:
+            try:
+                self.sock = self._context().wrap_socket(
+                    self._raw, server_hostname=self.host, do_handshake_on_connect=False)
+            except (OSError, ValueError) as e:
+                self._down("tls: %s" % e)
+                return
+        self.state = WAIT_CONNACK
+        self._t_recv = now
+        self._send_connect()
 
     def _send_connect(self):
         flags = 0 if not self.clean else 0x02
@@ -137,13 +211,22 @@ class MQTTClient:
 
     def close(self):
         """Drop the connection without telling the broker (the will is sent)."""
-        if self.sock is not None:
+        if self._raw is not None:
             try:
-                self._poll.unregister(self.sock)
+                self._poll.unregister(self._raw)
             except (OSError, KeyError, ValueError):
                 pass
-            self.sock.close()
-            self.sock = None
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        if self._raw is not None and self._raw is not self.sock:
+            try:
+                self._raw.close()
+            except OSError:
+                pass
+        self.sock = self._raw = None
         self.state = DOWN
 
     def disconnect(self):
@@ -165,7 +248,12 @@ class MQTTClient:
         return self._pid
 
     def can_send(self, n=256):
-        return self.state == UP and len(self._out) + n <= OUT_MAX
+        return self.state == UP and len(self._out) + n <= OUT_MAX \
+            and len(self._inflight) < MAX_INFLIGHT
+
+    @property
+    def inflight(self):
+        return len(self._inflight)
 
     def publish(self, topic, payload, qos=1, retain=False):
         """Queue a PUBLISH. Returns its packet id (1 for QoS 0), 0 if not now."""
@@ -174,8 +262,13 @@ class MQTTClient:
         pid = self._next_pid() if qos else 1
         body = _str(topic)
         if qos:
+            while pid in self._inflight:
+                pid = self._next_pid()
             body += struct.pack("!H", pid)
-        self._out += packet(0x30 | (qos << 1) | (1 if retain else 0), body + payload)
+        pkt = packet(0x30 | (qos << 1) | (1 if retain else 0), body + payload)
+        self._out += pkt
+        if qos:
+            self._inflight[pid] = pkt
         return pid
 
     def subscribe(self, topic, qos=1):
@@ -191,6 +284,8 @@ class MQTTClient:
         try:
             n = self.sock.write(self._out)
         except OSError as e:
+            if e.args[0] == errno.EAGAIN:
+                return  # TLS: handshake or socket buffer busy
             self._down("write: %s" % e)
             return
         if n:
@@ -200,10 +295,12 @@ class MQTTClient:
     # -- receiving -----------------------------------------------------------
 
     def _read(self):
-        buf = bytearray(512)
+        buf = self._rbuf
         try:
             n = self.sock.readinto(buf)
         except OSError as e:
+            if e.args[0] == errno.EAGAIN:
+                return True
             self._down("read: %s" % e)
             return False
         if n is None:  # nothing there (non-blocking)
@@ -256,6 +353,11 @@ class MQTTClient:
                 return
             self.session_present = bool(body[0] & 1)
             self.state = UP
+            # Unacknowledged QoS 1 PUBLISHes go again, DUP set, oldest first.
+            pids = sorted(self._inflight)
+            for pid in pids:
+                pkt = self._inflight[pid]
+                self._out += bytes((pkt[0] | 0x08,)) + pkt[1:]
             if self.on_connect:
                 self.on_connect()
         elif kind == 3:  # PUBLISH
@@ -279,9 +381,14 @@ class MQTTClient:
             if self.on_message:
                 self.on_message(topic, body[pos:])
         elif kind == 4:  # PUBACK
-            if self.on_puback and len(body) >= 2:
-                self.on_puback((body[0] << 8) | body[1])
-        # SUBACK (9) and PINGRESP (13) need nothing beyond refreshing _t_recv.
+            if len(body) >= 2:
+                pid = (body[0] << 8) | body[1]
+                self._inflight.pop(pid, None)
+                if self.on_puback:
+                    self.on_puback(pid)
+        elif kind == 13:  # PINGRESP
+            self._t_ping = None
+        # SUBACK (9) needs nothing beyond refreshing _t_recv.
 
     # -- the loop ------------------------------------------------------------
 
@@ -297,10 +404,9 @@ class MQTTClient:
                     self._down("connect refused")
                     return
                 if flags & select.POLLOUT:
-                    self._poll.modify(self.sock, select.POLLIN)
-                    self.state = WAIT_CONNACK
-                    self._t_recv = now
-                    self._send_connect()
+                    self._tcp_up(now)
+                    if self.state == DOWN:
+                        return
             elif time.ticks_diff(now, self._t_start) > CONNECT_TIMEOUT_MS:
                 self._down("connect timed out")
                 return
@@ -309,8 +415,9 @@ class MQTTClient:
         self._flush()
         if self.state == DOWN:
             return
-        ev = self._poll.poll(0)
-        if ev and ev[0][1] & (select.POLLIN | select.POLLHUP | select.POLLERR):
+        # TLS may hold decrypted bytes poll() cannot see: just try to read.
+        ev = self.tls or self._poll.poll(0)
+        if ev and (self.tls or ev[0][1] & (select.POLLIN | select.POLLHUP | select.POLLERR)):
             if not self._read():
                 return
             self._parse()
@@ -323,9 +430,15 @@ class MQTTClient:
             return
         ka = self.keepalive * 1000
         if ka:
+            if self._t_ping is not None and time.ticks_diff(now, self._t_ping) > PING_WAIT_MS:
+                self._down("keepalive: no PINGRESP")
+                return
             if time.ticks_diff(now, self._t_recv) > ka * 3 // 2:
                 self._down("keepalive: broker silent")
                 return
-            if time.ticks_diff(now, self._t_sent) > ka // 2 and not self._out:
+            if self._t_ping is None and not self._out and (
+                    time.ticks_diff(now, self._t_sent) > ka // 2
+                    or time.ticks_diff(now, self._t_recv) > ka // 2):
                 self._out += b"\xc0\x00"  # PINGREQ
+                self._t_ping = now
                 self._flush()

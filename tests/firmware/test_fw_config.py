@@ -75,11 +75,13 @@ def test_new_fields_are_checked_and_named():
 
     assert err_of(lambda c: c.update(ntp="pool.ntp.org")).startswith("ntp:")
     assert err_of(lambda c: c.update(telemetry_s=1)).startswith("telemetry_s:")
-    assert err_of(lambda c: c.update(journal={"when_full": "drop"})).startswith("journal.when_full:")
+    assert err_of(lambda c: c.update(journal={"when_full": "drop"})).startswith(
+        "journal.when_full:")
     assert err_of(lambda c: c.update(journal={"max_bytes": 10})).startswith("journal.max_bytes:")
     assert err_of(lambda c: c.update(operator_key="abc")).startswith("operator_key:")
     assert err_of(lambda c: c["broker"].update(tls={"cert": "/c"})).startswith("broker.tls.ca:")
-    assert err_of(lambda c: c["broker"].update(tls={"ca": "/ca", "cert": "/c"})).startswith("broker.tls:")
+    assert err_of(lambda c: c["broker"].update(tls={"ca": "/ca", "cert": "/c"})).startswith(
+        "broker.tls:")
     assert err_of(lambda c: c["broker"].update(keepalive=True)).startswith("broker.keepalive:")
     assert err_of(lambda c: c.update(fleet={"policy": "fleet/#"})).startswith("fleet.policy:")
 

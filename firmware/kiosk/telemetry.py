@@ -1,0 +1,41 @@
+# Telemetry (docs/protocol.md "Telemetry"): what an operator needs to see a
+# kiosk is healthy, every telemetry_s seconds and on the status command.
+# Counters run since boot. Never personal data: only counts and states.
+# Heap: one dict and its JSON (~400 bytes) per report.
+
+import gc
+import json
+
+from kiosk.version import VERSION
+
+
+def figures(link):
+    c = link.counts
+    j = link.journal
+    clock = link.clock
+    return {
+        "v": 1,
+        "fw": VERSION,
+        "uptime": clock.uptime_s(),
+        "boot": link.health.boot,
+        "reset": link.health.reset_cause,
+        "heap_free": gc.mem_free(),
+        "heap_min": link.heap_min,
+        "rssi": link.board.rssi(),
+        "reconnects": c["reconnects"],
+        "journal": j.pending,
+        "journal_free": j.free_estimate(),
+        "journal_full": j.full,
+        "unrecorded": c["unrecorded"],
+        "scans": c["scans"],
+        "pass": c["pass"],
+        "fail": c["fail"],
+        "unreadable": c["unreadable"],
+        "errors": c["errors"],
+        "clock": clock.source or "unset",
+        "safe_mode": link.safe_mode,
+    }
+
+
+def payload(link):
+    return json.dumps(figures(link)).encode()
