@@ -98,6 +98,18 @@ class Forwarder(threading.Thread):
         self._halt = threading.Event()
         self._failures = 0
 
+    @property
+    def failures(self) -> int:
+        """Failed attempts in a row (0 while the backend accepts)."""
+        return self._failures
+
+    @property
+    def backoff_ceiling(self) -> float:
+        """The ceiling of the wait before the next retry (0 while the backend accepts)."""
+        if not self._failures:
+            return 0.0
+        return min(self.backoff.cap, self.backoff.initial * (2 ** min(self._failures - 1, 32)))
+
     def wake(self) -> None:
         """Tell the forwarder there is something new in the spool (called by ingest)."""
         self._wake.set()

@@ -179,6 +179,14 @@ class BridgeService:
             "1 while connected to the broker",
             lambda: int(self.ingest.connected),
         )
+        self.metrics.gauge(
+            "forwarder_failures", "backend failures in a row", lambda: self.forwarder.failures
+        )
+        self.metrics.gauge(
+            "forwarder_backoff_seconds",
+            "ceiling of the current retry wait (reaches the cap in a long outage)",
+            lambda: self.forwarder.backoff_ceiling,
+        )
         self.metrics_port: int | None = None
         self._halt = threading.Event()
         self._side: list[threading.Thread] = []
