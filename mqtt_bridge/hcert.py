@@ -71,14 +71,18 @@ def build_trust_body(cert_ders: list[bytes]) -> dict[str, Any]:
     }
 
 
-def kinds_for_eku(oids: list[str]) -> str:
-    """Kinds ("v", "t", "r") a signer may sign: the DCC OIDs of its EKU, all when none."""
+def kinds_for_eku(oids: list[str], critical: bool = False) -> str:
+    """Kinds ("v", "t", "r") a signer may sign: the DCC OIDs of its EKU; all
+    when it lists none of them, unless the extension is critical (RFC 5280:
+    then the key serves only the purposes listed, so no kind). As the firmware."""
     kinds = ""
     for oid in oids:
         k = EKU_KINDS.get(oid)
         if k and k not in kinds:
             kinds += k
-    return kinds or ALL_KINDS
+    if kinds:
+        return kinds
+    return "" if critical and oids else ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -105,16 +109,17 @@ class Signer:
         else:
             raise ValueError("unsupported key type")
         try:
-            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-            oids = [o.dotted_string for o in eku]
+            ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+            oids = [o.dotted_string for o in ext.value]
+            critical = ext.critical
         except x509.ExtensionNotFound:
-            oids = []
+            oids, critical = [], False
         return cls(
             kid=kid,
             public_key=key,
             not_before=int(cert.not_valid_before_utc.timestamp()),
             not_after=int(cert.not_valid_after_utc.timestamp()),
-            kinds=kinds_for_eku(oids),
+            kinds=kinds_for_eku(oids, critical),
         )
 
 

@@ -179,6 +179,7 @@ class TestPKI:
         *,
         eku: str | None = None,
         extra_eku: Iterable[str] = (),
+        eku_critical: bool = False,
         not_before: dt.datetime = DEFAULT_NOT_BEFORE,
         not_after: dt.datetime = DEFAULT_NOT_AFTER,
         country: str = "VN",
@@ -188,13 +189,15 @@ class TestPKI:
 
         `eku`: the kinds it may sign, e.g. "v" or "vt" (DCC EKU OIDs), None for
         no EKU extension (all kinds). `extra_eku`: other OIDs to list too.
+        `eku_critical`: mark the EKU extension critical.
         """
         extra = tuple(extra_eku)
-        cache_key = (name, eku, extra, not_before, not_after, country)
+        cache_key = (name, eku, extra, eku_critical, not_before, not_after, country)
         if cache_key not in self._signers:
             ref = _KEYS[name]
             key = ec_key(ref[3:]) if ref.startswith("ec:") else rsa_key(ref)
-            der = self._certificate(name, key, eku, extra, not_before, not_after, country)
+            der = self._certificate(name, key, eku, extra, eku_critical, not_before, not_after,
+                                    country)
             self._signers[cache_key] = DccSigner(name, key, der)
         return self._signers[cache_key]
 
@@ -204,6 +207,7 @@ class TestPKI:
         key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
         eku: str | None,
         extra: tuple[str, ...],
+        eku_critical: bool,
         not_before: dt.datetime,
         not_after: dt.datetime,
         country: str,
@@ -217,7 +221,9 @@ class TestPKI:
             x509.NameAttribute(NameOID.COMMON_NAME, f"TEST ONLY DSC {name}"),
         ])
         serial = int.from_bytes(
-            hashlib.sha256(repr((name, eku, extra, not_before, not_after)).encode()).digest()[:8],
+            hashlib.sha256(
+                repr((name, eku, extra, eku_critical, not_before, not_after)).encode()
+            ).digest()[:8],
             "big",
         ) >> 1 or 1
         builder = (
@@ -232,7 +238,8 @@ class TestPKI:
         oids = [EKU_OID[k] for k in (eku or "")] + list(extra)
         if oids:
             builder = builder.add_extension(
-                x509.ExtendedKeyUsage([x509.ObjectIdentifier(o) for o in oids]), critical=False
+                x509.ExtendedKeyUsage([x509.ObjectIdentifier(o) for o in oids]),
+                critical=eku_critical,
             )
         cert = builder.sign(self.csca_key, hashes.SHA256())  # PKCS#1 v1.5: deterministic
         return cert.public_bytes(serialization.Encoding.DER)

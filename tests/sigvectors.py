@@ -27,6 +27,8 @@ from simulator.signers import DccSigner, TestPKI, dcc_payload, sign_hc1
 
 P256_P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+#: Viet Nam's DSC lists clientAuth, emailProtection, smartcardLogon (not critical).
+VN_EKU = ["1.3.6.1.5.5.7.3.2", "1.3.6.1.5.5.7.3.4", "1.3.6.1.4.1.311.20.2.2"]
 #: "now" of the HC1 vectors: 2026-11-25 00:00 UTC.
 NOW = 1795564800
 DAY = 86400
@@ -138,10 +140,12 @@ def _cert_entry(signer: DccSigner, **extra: Any) -> dict[str, Any]:
         "not_after": int(cert.not_valid_after_utc.timestamp()),
     }
     try:
-        entry["eku"] = [o.dotted_string for o in
-                        cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value]
+        ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+        entry["eku"] = [o.dotted_string for o in ext.value]
+        entry["eku_critical"] = ext.critical
     except x509.ExtensionNotFound:
         entry["eku"] = []
+        entry["eku_critical"] = False
     if isinstance(key, ec.EllipticCurvePublicKey):
         entry["key_type"] = "ec"
         entry["point"] = key.public_bytes(
@@ -164,6 +168,14 @@ def der_vectors(pki: TestPKI) -> dict[str, Any]:
         _cert_entry(
             pki.signer("es256", extra_eku=["1.3.6.1.5.5.7.3.2"]),
             label="EKU without DCC OIDs", kinds="vtr",
+        ),
+        _cert_entry(
+            pki.signer("vn", extra_eku=VN_EKU),
+            label="EKU like Viet Nam's DSC (no DCC OIDs, not critical)", kinds="vtr",
+        ),
+        _cert_entry(
+            pki.signer("es256", extra_eku=["2.23.136.1.1.14.2"], eku_critical=True),
+            label="critical EKU without DCC OIDs", kinds="",
         ),
         _cert_entry(
             pki.signer("es256", extra_eku=["1.3.6.1.4.1.0.1847.2021.1.3"]),
@@ -241,9 +253,11 @@ def hc1_vectors(pki: TestPKI) -> dict[str, Any]:
     future_signer = pki.signer("es256", not_before=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
                                not_after=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
     not_trusted = pki.signer("es256-b")  # es256-b with no EKU: never in the trust list
+    vn_like = pki.signer("rsa3072", extra_eku=VN_EKU)
+    icao_only = pki.signer("rsa4096", extra_eku=["2.23.136.1.1.14.2"], eku_critical=True)
     # Trust list: duplicate kid - the wrong key first, the right one second.
     body = signers.trust_body([vn, es, r3072, r4096, only_t, old_arc, expired_signer,
-                               future_signer])
+                               future_signer, vn_like, icao_only])
     dup_kid = base64.b64encode(es.kid).decode()
     wrong_first = {"kid": _b64(vn.kid), "cert": _b64(pki.signer("rsa2048-b").cert_der)}
     body["keys"].insert(0, wrong_first)  # same kid as "vn", other key: tried first, fails
@@ -279,6 +293,8 @@ def hc1_vectors(pki: TestPKI) -> dict[str, Any]:
     case("EKU test only, recovery certificate", cert(only_t, "r"), "wrong_key_usage")
     case("EKU .0.1847 arc vaccination", cert(old_arc, "v"), None, kind="v")
     case("EKU .0.1847 arc test", cert(old_arc, "t"), "wrong_key_usage")
+    case("EKU like Viet Nam's DSC", cert(vn_like, "r"), None, kind="r")
+    case("critical EKU without DCC OIDs", cert(icao_only, "t"), "wrong_key_usage")
     case("expired (exp < now)", cert(vn, exp=NOW - 1), "expired")
     case("expired ES256", cert(es, exp=NOW - DAY), "expired")
     case("no exp claim", cert(es, exp=None), "expired")

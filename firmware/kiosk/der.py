@@ -160,6 +160,7 @@ class CertInfo:
         self.not_before = 0  # Unix seconds
         self.not_after = 0
         self.eku = []  # dotted OID strings; [] = no extended key usage extension
+        self.eku_critical = False  # the extension is marked critical
 
 
 def parse_certificate(der):
@@ -256,11 +257,14 @@ def _read_extensions(data, s, e, info):
         xs, xe = _expect(data, pos, se, 0x30)
         os_, oe = _expect(data, xs, xe, 0x06)
         tag, vs, ve = _tlv(data, oe, xe)
+        critical = False
         if tag == 0x01:  # critical BOOLEAN
+            critical = ve - vs == 1 and data[vs] != 0
             tag, vs, ve = _tlv(data, ve, xe)
         if tag != 0x04:
             raise DERError()
         if bytes(data[os_:oe]) == OID_EKU:
+            info.eku_critical = critical
             qs, qe = _expect(data, vs, ve, 0x30)
             p = qs
             while p < qe:

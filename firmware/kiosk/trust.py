@@ -52,18 +52,24 @@ class Signer:
             self.key = (info.rsa_n, info.rsa_e)
         self.not_before = info.not_before
         self.not_after = info.not_after
-        self.kinds = kinds_for_eku(info.eku)
+        self.kinds = kinds_for_eku(info.eku, info.eku_critical)
 
 
-def kinds_for_eku(eku):
+def kinds_for_eku(eku, critical=False):
     """Certificate kinds ("v", "t", "r") a signer may sign, from its extended
-    key usage: the DCC OIDs present, or all kinds when it names none of them."""
+    key usage: the DCC OIDs it lists; all kinds when it lists none of them
+    (no extension, or one naming other purposes only, like Viet Nam's DSC:
+    clientAuth, emailProtection, smartcardLogon) - except when that extension
+    is critical, which by RFC 5280 4.2.1.12 limits the key to the purposes it
+    lists: then no kind ("")."""
     kinds = ""
     for oid in eku:
         k = _EKU_KIND.get(oid)
         if k is not None and kinds.find(k) < 0:
             kinds += k
-    return kinds or ALL_KINDS
+    if kinds:
+        return kinds
+    return "" if critical and eku else ALL_KINDS
 
 
 def signer_from_der(kid, cert_der):

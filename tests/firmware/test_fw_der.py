@@ -15,6 +15,7 @@ def test_good_certificates_parse_like_the_host_reads_them():
         assert info.not_before == v["not_before"], v["label"]
         assert info.not_after == v["not_after"], v["label"]
         assert info.eku == v["eku"], v["label"]
+        assert info.eku_critical == v["eku_critical"], v["label"]
         if v["key_type"] == "ec":
             assert info.ec_point == unhex(v["point"])
         else:
