@@ -86,7 +86,11 @@ def sign_document(
         "body": body,
     }
     signing_input = b64url(_compact_json(_HEADER)) + "." + b64url(_compact_json(payload))
-    der = key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
+    # RFC 6979 deterministic ECDSA: no dependence on a good random source at
+    # signing time, and the same document always gets the same bytes.
+    der = key.sign(
+        signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+    )
     r, s = decode_dss_signature(der)
     text = signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
     if len(text) > MAX_DOCUMENT_BYTES:
