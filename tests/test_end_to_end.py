@@ -3,11 +3,16 @@
 A virtual kiosk (the real firmware under the MicroPython unix port, its
 scanner on a pseudo-terminal driven by pyserial) → a real Mosquitto with the
 project's config → the bridge (paho-mqtt, SQLite spool) → the city-backend
-emulator over HTTP. 200 scanned codes of every kind, garbage included.
+emulator over HTTP. 200 scanned codes of every kind, garbage included. The
+bridge publishes the operator-signed trust list the kiosk verifies HC1
+certificates with, and answers the kiosk's online checks of identity codes
+from the backend's status API.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +22,11 @@ import pytest
 from conftest import BRIDGE_PASSWORD, wait_for
 
 from kiosk.journal import pending_in  # the firmware's own journal code, on CPython
+from mqtt_bridge.documents import save_private_key
+from mqtt_bridge.verify import answer_from_status
+from simulator.backend import person_status
 from simulator.broker import Broker
+from simulator import codes as sample_codes
 from simulator.codes import PASS, REFUSED, UNREADABLE, Sample, SampleFactory
 from simulator.kiosk import VirtualKiosk, kiosk_config
 from simulator.stack import ServiceProcess, start_bridge
@@ -33,7 +42,14 @@ pytestmark = pytest.mark.e2e
 def stack(
     tmp_path: Path, broker: Broker, backend: ServiceProcess
 ) -> Iterator[tuple[Broker, ServiceProcess, ServiceProcess]]:
-    bridge = start_bridge(tmp_path / "bridge", broker.port, BRIDGE_PASSWORD, backend.url)
+    # The operator's key and trust list: the bridge signs and publishes it (retained).
+    docs = tmp_path / "operator"
+    docs.mkdir()
+    save_private_key(sample_codes.test_pki().operator_key, docs / "operator.pem")
+    (docs / "trust.json").write_text(json.dumps(SampleFactory.trust_body()))
+    bridge = start_bridge(tmp_path / "bridge", broker.port, BRIDGE_PASSWORD, backend.url,
+                          ["--operator-key", str(docs / "operator.pem"),
+                           "--trust", str(docs / "trust.json")])
     try:
         yield broker, backend, bridge
     finally:
@@ -51,6 +67,15 @@ def scan_and_wait(kiosk: VirtualKiosk, sample: Sample) -> None:
     wait_for(lambda: len(kiosk.display.verdicts()) > before, what=f"answer to {sample.label}")
 
 
+def expected_verdict(sample: Sample) -> tuple[str, str, str | None]:
+    """(verdict, how, reason) for a well-formed code: certificates are verified on
+    the kiosk; identity codes get the backend's answer through the bridge."""
+    if sample.type == "hc1":
+        return "pass", "verified", None
+    answer = answer_from_status(person_status(sample.ident or ""))
+    return answer.result, "online", answer.reason
+
+
 def test_two_hundred_codes_from_scanner_to_backend(
     tmp_path: Path, stack: tuple[Broker, ServiceProcess, ServiceProcess]
 ) -> None:
@@ -64,24 +89,35 @@ def test_two_hundred_codes_from_scanner_to_backend(
     assert {s.type for s in expected} == {"hc1", "pccovid", "cccd"}
 
     started = int(time.time())
-    kiosk = VirtualKiosk(tmp_path / DEVICE,
-                         kiosk_config(DEVICE, VENUE, "GATE-1", broker.port, "kiosk-secret"))
+    kiosk = VirtualKiosk(tmp_path / DEVICE, kiosk_config(
+        DEVICE, VENUE, "GATE-1", broker.port, "kiosk-secret",
+        operator_key=SampleFactory.operator_key_b64()))
     kiosk.start()
     try:
         kiosk.wait_ready()
+        wait_for(lambda: re.search(r"trust document \d+ in use", kiosk.console()),
+                 what="the trust list the bridge published, verified by the kiosk")
+        with httpx.Client(base_url=backend.url, timeout=10) as http:
+            http.get("/api/v1/status/warm-up")  # the emulator builds its people on first use
         for s in samples:
             scan_and_wait(kiosk, s)
 
         # The kiosk showed the right verdict for each code, in order.
         shown = kiosk.display.verdicts()
-        assert [e["led"] for e in shown] == [LED_FOR[s.expect] for s in samples]
         for e, s in zip(shown, samples, strict=True):
             if s.expect == PASS:
-                assert e["lines"][0] == "HOP LE - MOI VAO" and e["buzz"] == "pass"
+                verdict, _how, _reason = expected_verdict(s)
+                if verdict == "pass":
+                    assert e["lines"][0] == "HOP LE - MOI VAO" and e["buzz"] == "pass"
+                    assert e["led"] == "green"
+                else:
+                    assert e["lines"][0].startswith("KHONG HOP LE") and e["led"] == "red"
             elif s.expect == REFUSED:
                 assert e["lines"][0].startswith("KHONG HOP LE") and e["buzz"] == "fail"
             else:
                 assert e["lines"][0].startswith("KHONG DOC DUOC") and e["buzz"] == "retry"
+            if s.expect != PASS:
+                assert e["led"] == LED_FOR[s.expect]
 
         # The backend holds exactly the well-formed check-ins, with the right fields.
         with httpx.Client(base_url=backend.url, timeout=5) as http:
@@ -96,7 +132,8 @@ def test_two_hundred_codes_from_scanner_to_backend(
             r = by_seq[seq]
             assert (r["type"], r["id"]) == (s.type, s.ident)
             assert r["device"] == DEVICE and r["venue"] == VENUE and r["gate"] == "GATE-1"
-            assert r["verdict"] == "pass" and r["how"] == "provisional" and r["fw"] == "0.1.0"
+            assert (r["verdict"], r["how"], r.get("reason")) == expected_verdict(s)
+            assert r["fw"] == "0.1.0"
             assert started - 5 <= r["ts"] <= int(time.time()) + 5
         assert kiosk.alive()
         # The bridge acknowledged every check-in back to the kiosk ...
