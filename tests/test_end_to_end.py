@@ -24,9 +24,9 @@ from conftest import BRIDGE_PASSWORD, wait_for
 from kiosk.journal import pending_in  # the firmware's own journal code, on CPython
 from mqtt_bridge.documents import save_private_key
 from mqtt_bridge.verify import answer_from_status
+from simulator import codes as sample_codes
 from simulator.backend import person_status
 from simulator.broker import Broker
-from simulator import codes as sample_codes
 from simulator.codes import PASS, REFUSED, UNREADABLE, Sample, SampleFactory
 from simulator.kiosk import VirtualKiosk, kiosk_config
 from simulator.stack import ServiceProcess, start_bridge
