@@ -91,7 +91,7 @@ def show_pattern(board):
     return "pass", "look and listen: LCD text, LED red>green>blue>amber, beeps"
 
 
-def check_scanner(board, timeout_ms=500):
+def check_scanner(board, timeout_ms=1000):
     try:
         from kiosk import gm65
     except ImportError:
@@ -100,6 +100,8 @@ def check_scanner(board, timeout_ms=500):
     if probe is None:
         return "n/a", "this firmware's GM65 module cannot probe"
     try:
+        while board.scanner_read():  # bytes the app left unread are not an answer
+            pass
         answer = probe(board, timeout_ms)
     except OSError as e:
         return "fail", "scanner UART error: %s" % e
