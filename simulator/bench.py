@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from simulator.bench_verify import bench_verify
 from simulator.broker import BRIDGE_USER, Broker
 from simulator.codes import SampleFactory
 from simulator.kiosk import FIRMWARE_DIR, VirtualKiosk, kiosk_config, micropython_binary
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
         work = Path(tmp)
         bench_firmware_read(results, work)
+        bench_verify(results, work)  # simulator/bench_verify.py: signatures
         bench_path(results, work)
     if args.json:
         args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
