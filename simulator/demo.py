@@ -6,12 +6,21 @@ MicroPython unix port), then keeps showing sample codes of every kind to the
 kiosks' scanners (some garbage included) and displays, live, what each kiosk
 shows and what the backend has received. Ctrl-C (or --duration) stops every
 process it started.
+
+The kiosks decide for real: the bridge signs the city's policy (the
+firmware's built-in default) and the trust list of the samples' TEST ONLY
+certificate signers with the TEST ONLY operator key and publishes them
+retained; the kiosks pin that key, verify HC1 certificates themselves and ask
+the bridge about identity codes (answered from the emulator's status API).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -33,9 +42,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from mqtt_bridge.documents import save_private_key
+from simulator import codes as sample_codes
 from simulator.broker import BRIDGE_USER, Broker
 from simulator.codes import SampleFactory
-from simulator.kiosk import VirtualKiosk, kiosk_config
+from simulator.kiosk import FIRMWARE_DIR, VirtualKiosk, kiosk_config
 from simulator.stack import ServiceProcess, start_backend, start_bridge
 
 # (device id, venue location code, gate): an office, a shop and a bus.
@@ -47,6 +58,41 @@ DEMO_KIOSKS = [
 
 LED_STYLE = {"green": "bold white on green", "red": "bold white on red",
              "amber": "bold black on dark_orange", "blue": "white on blue", "off": "white"}
+
+
+def default_policy_body() -> dict[str, Any]:
+    """The firmware's built-in policy (firmware/kiosk/policy.py DEFAULT_BODY), read
+    from the firmware itself so the demo publishes exactly what kiosks default to."""
+    spec = importlib.util.spec_from_file_location("kiosk_policy",
+                                                  FIRMWARE_DIR / "kiosk" / "policy.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    body: dict[str, Any] = module.DEFAULT_BODY
+    return body
+
+
+def write_operator_files(folder: Path) -> list[str]:
+    """The TEST ONLY operator key, the policy and the samples' trust list, as files
+    for the bridge; returns the bridge's options that publish them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_private_key(sample_codes.test_pki().operator_key, folder / "operator.pem")
+    (folder / "policy.json").write_text(json.dumps(default_policy_body()))
+    (folder / "trust.json").write_text(json.dumps(SampleFactory.trust_body()))
+    return ["--operator-key", str(folder / "operator.pem"), "--policy",
+            str(folder / "policy.json"), "--trust", str(folder / "trust.json")]
+
+
+def wait_for_documents(kiosk: VirtualKiosk, timeout: float = 15.0) -> None:
+    """Until the kiosk has verified the policy and trust list the bridge published."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        console = kiosk.console()
+        if all(re.search(rf"{kind} document \d+ in use", console) for kind in ("policy", "trust")):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"kiosk {kiosk.device} did not take the signed documents:\n"
+                       f"{kiosk.console()[-2000:]}")
 
 
 @dataclass
@@ -90,21 +136,34 @@ class Demo:
         say(f"broker    Mosquitto on 127.0.0.1:{self.broker.port} (simulator/mosquitto.conf)")
         self.backend = start_backend(self.state_dir / "backend")
         say(f"backend   city-backend emulator on {self.backend.url}")
+        # The emulator builds its people on the first status request (seconds of
+        # CPU); do it while the kiosks boot, so the first online checks are answered.
+        warm_up = threading.Thread(target=self._warm_up, args=(self.backend.url,), daemon=True)
+        warm_up.start()
+        documents = write_operator_files(self.state_dir / "operator")
         self.bridge = start_bridge(self.state_dir / "bridge", self.broker.port, bridge_password,
-                                   self.backend.url)
+                                   self.backend.url, documents)
         say(f"bridge    kiosk-bridge subscribed, spool in {self.state_dir / 'bridge'}")
         for i, (dev, venue, gate) in enumerate(DEMO_KIOSKS):
-            cfg = kiosk_config(dev, venue, gate, self.broker.port, passwords[dev])
+            cfg = kiosk_config(dev, venue, gate, self.broker.port, passwords[dev],
+                               operator_key=SampleFactory.operator_key_b64())
             kiosk = VirtualKiosk(self.state_dir / dev, cfg).start()
             kiosk.wait_ready()
+            wait_for_documents(kiosk)
             assert kiosk.scanner is not None
             say(f"kiosk     {dev} at {venue}/{gate}: firmware on MicroPython, "
                 f"scanner on {kiosk.scanner.port}")
             self.feeds.append(KioskFeed(kiosk, SampleFactory(self.seed + i)))
+        warm_up.join(timeout=60)
         for feed in self.feeds:
             t = threading.Thread(target=self._feed, args=(feed,), daemon=True)
             t.start()
             self.threads.append(t)
+
+    @staticmethod
+    def _warm_up(url: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url + "/api/v1/status/warm-up", timeout=60)
 
     def _feed(self, feed: KioskFeed) -> None:
         rng = random.Random(feed.kiosk.device)
