@@ -166,8 +166,9 @@ def _esptool_failure(port: str, e: BaseException) -> Failure:
     if "No serial data received" in text or "Failed to connect" in text:
         return Failure(f"no chip answered on {port}: hold BOOT, tap EN/RESET, release BOOT "
                        "and try again (or check the cable)")
-    if "could not open port" in text.lower() or "exclusively lock" in text or \
-            "No such file" in text or "Errno" in text:
+    lowered = text.lower()
+    if ("could not open" in lowered or "exclusively lock" in lowered or "busy" in lowered
+            or "no such file" in lowered or "errno" in lowered):
         return port_problem(port, e)
     return Failure(f"esptool on {port}: {text}")
 

@@ -58,7 +58,9 @@ def build_fs_image(files: dict[str, bytes], size: int = FS_SIZE) -> bytes:
 
 def read_fs_image(data: bytes) -> dict[str, bytes]:
     """Every file in a LittleFS image made with this geometry (tests, `kioskctl image --list`)."""
-    fs = LittleFS(mount=False, **lfs_geometry(len(data)))
+    geometry = lfs_geometry(len(data))
+    del geometry["disk_version"]  # MicroPython may have moved it to littlefs 2.1 on writing
+    fs = LittleFS(mount=False, **geometry)
     fs.context.buffer[:] = data
     fs.mount()
     out: dict[str, bytes] = {}
@@ -71,7 +73,7 @@ def read_fs_image(data: bytes) -> dict[str, bytes]:
 
 
 def merged_image(firmware: bytes, name: str, fs: bytes, fs_offset: int = FS_OFFSET,
-                 flash_size: str = "4MB") -> tuple[bytes, str]:
+                 flash_size: str = "keep") -> tuple[bytes, str]:
     """Firmware + filesystem in one image starting at flash address 0; (image, chip)."""
     from esptool.cmds import merge_bin
     from esptool.util import FatalError

@@ -1,0 +1,214 @@
+"""kioskctl image, flash and build, as far as a host goes without an ESP32.
+
+- The LittleFS image `kioskctl image` builds is mounted by the real MicroPython
+  interpreter (`vfs.VfsLfs2` on a block device backed by the image file) and
+  the kiosk app boots from it: reads its config there, connects to a real
+  Mosquitto, and writes its own files into the image.
+- Firmware images are checked with esptool's own image loader; ESP32 images
+  for the tests are made with esptool's image classes and merge_bin (same
+  layout as MicroPython's: bootloader at the chip's offset, app at 0x10000).
+- A port where no chip answers, a wrong or damaged firmware file, code that
+  is not MicroPython: one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from conftest import wait_for
+from test_kioskctl_device import kioskctl, one_line_failure
+
+from host_tools.flash import APP_OFFSET, FS_OFFSET, firmware_offset
+from host_tools.image import BLOCK_SIZE, read_fs_image
+from simulator.broker import Broker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Mounts the image and runs /main.py from it, as an ESP32 boots from its vfs partition.
+BOOT_FROM_IMAGE = """
+import os, sys, vfs
+class ImageFile:
+    def __init__(self, path):
+        self.f = open(path, "r+b")
+        self.f.seek(0, 2)
+        self.blocks = self.f.tell() // 4096
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * 4096 + off)
+        self.f.readinto(buf)
+    def writeblocks(self, n, buf, off=0):
+        self.f.seek(n * 4096 + off)
+        self.f.write(buf)
+        self.f.flush()
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.blocks
+        if op == 5:
+            return 4096
+        if op == 6:
+            self.f.seek(arg * 4096)
+            self.f.write(b"\\xff" * 4096)
+        return 0
+vfs.mount(vfs.VfsLfs2(ImageFile(sys.argv[1]), readsize=32, progsize=32, lookahead=32), "/flash")
+os.chdir("/flash")
+sys.path.insert(0, "/flash")
+print("mounted", sorted(os.listdir("/flash")))
+exec(open("main.py").read())
+"""
+
+
+def esp_image(chip: str, app_bytes: int = 2048) -> bytes:
+    """A well-formed ESP image for `chip`, laid out like MicroPython's firmware .bin."""
+    from esptool.bin_image import ELFSection
+    from esptool.cmds import merge_bin
+    from esptool.targets import CHIP_DEFS
+
+    cls = CHIP_DEFS[chip]
+
+    def one(entry: int, size: int) -> bytes:
+        img = cls.BOOTLOADER_IMAGE()
+        img.entrypoint = entry
+        img.segments = [ELFSection(b".dram0.data", 0x3FFB0000, bytes(range(256)) * 2, 0),
+                        ELFSection(b".iram0.text", 0x40080000, b"\x5a" * size, 0)]
+        img.append_digest = True
+        path = Path(os.environ["KIOSK_TEST_TMP"]) / f"{chip}-{entry:x}-{size}.bin"
+        img.save(str(path))
+        return path.read_bytes()
+
+    offset = firmware_offset(cls.CHIP_NAME)
+    merged = merge_bin([(offset, one(0x40080000, 512)), (APP_OFFSET, one(0x40081000, app_bytes))],
+                       chip, output=None, target_offset=offset)
+    assert merged is not None
+    return bytes(merged)
+
+
+@pytest.fixture(scope="module")
+def esp32_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fw") / "ESP32_GENERIC-test.bin"
+    path.write_bytes(esp_image("esp32"))
+    return path
+
+
+def test_image_boots_in_real_micropython(tmp_path: Path, broker: Broker,
+                                          micropython_bin: str, esp32_bin: Path) -> None:
+    device = "kiosk-img-0001"
+    broker.add_account(device, "img-secret")
+    broker.restart()
+    fs = tmp_path / "fs.img"
+    made = kioskctl("image", "--device", device, "--gate", "B", "--venue", "HCM-Q3-000001",
+                    "--broker", f"127.0.0.1:{broker.port}", "--no-tls", "--no-ntp",
+                    "--no-wifi", "--fleet", str(tmp_path / "fleet"), "--out", str(fs),
+                    "--merge-with", str(esp32_bin), env={"KIOSKCTL_BROKER_PASSWORD": "img-secret"})
+    assert made.returncode == 0, made.stderr
+    assert "img-secret" not in made.stdout
+    data = fs.read_bytes()
+    assert len(data) == 2 * 1024 * 1024 and len(data) % BLOCK_SIZE == 0
+    files = read_fs_image(data)
+    assert {"main.py", "config.json", "app-manifest.json", "kiosk/app.mpy"} <= set(files)
+
+    # The merged image: firmware at 0x1000 and the filesystem at 0x200000, one write at 0x0.
+    merged = (tmp_path / f"{device}-merged.bin").read_bytes()
+    firmware = esp32_bin.read_bytes()
+    assert merged[0x1000:0x1000 + len(firmware)] == firmware
+    assert merged[FS_OFFSET:FS_OFFSET + len(data)] == data
+    assert "write-flash 0x0" in made.stdout
+
+    # Boot: the real MicroPython mounts the image with VfsLfs2 and runs the app from it.
+    online = threading.Event()
+    watcher = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    from conftest import BRIDGE_PASSWORD
+
+    from simulator.broker import BRIDGE_USER
+
+    watcher.username_pw_set(BRIDGE_USER, BRIDGE_PASSWORD)
+    watcher.on_connect = lambda c, *a: c.subscribe(f"kiosk/{device}/status", 1)
+    watcher.on_message = lambda c, u, m: m.payload == b"online" and online.set()
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.loop_start()
+    boot = tmp_path / "boot.py"
+    boot.write_text(BOOT_FROM_IMAGE)
+    log = tmp_path / "console.log"
+    with open(log, "wb") as console:
+        proc = subprocess.Popen([micropython_bin, str(boot), str(fs)], stdout=console,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={"KIOSK_STATE": "/flash", "MICROPYPATH": ".frozen",
+                                     "PATH": os.environ.get("PATH", "")})
+    try:
+        wait_for(online.is_set, timeout=20,
+                 what=f"the kiosk booted from the image online; console:\n{log.read_text()}")
+        text = log.read_text()
+        assert "mounted" in text and f"I app: kiosk {device}" in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        watcher.loop_stop()
+        watcher.disconnect()
+    # What the app wrote went into the image, through MicroPython's LittleFS.
+    after = read_fs_image(fs.read_bytes())
+    assert "display.jsonl" in after and b"KHOI DONG" in after["display.jsonl"]
+
+
+def test_firmware_images_checked_with_esptool(tmp_path: Path, esp32_bin: Path) -> None:
+    ok = kioskctl("flash", str(esp32_bin), "--check-only")
+    assert ok.returncode == 0, ok.stderr
+    assert "for ESP32, goes at 0x1000" in ok.stdout
+    s3 = tmp_path / "s3.bin"
+    s3.write_bytes(esp_image("esp32s3"))
+    ok_s3 = kioskctl("flash", str(s3), "--check-only")
+    assert "for ESP32-S3, goes at 0x0" in ok_s3.stdout, ok_s3.stderr
+    assert firmware_offset("ESP32-S2") == 0x1000 and firmware_offset("ESP32-C6") == 0x0
+
+    wrong = tmp_path / "firmware.zip"
+    shutil.make_archive(str(wrong.with_suffix("")), "zip", ROOT / "hardware")
+    one_line_failure(kioskctl("flash", str(wrong), "--check-only"),
+                     "not an ESP32 firmware image")
+    damaged = bytearray(esp32_bin.read_bytes())
+    damaged[APP_OFFSET - 0x1000 + 64] ^= 0xFF
+    bad = tmp_path / "damaged.bin"
+    bad.write_bytes(bytes(damaged))
+    one_line_failure(kioskctl("flash", str(bad), "--check-only"), "damaged")
+    short = tmp_path / "bootloader-only.bin"
+    short.write_bytes(esp32_bin.read_bytes()[:4096])
+    one_line_failure(kioskctl("flash", str(short), "--check-only"), "no app")
+    one_line_failure(kioskctl("flash", str(tmp_path / "nope.bin"), "--port", "/dev/null"),
+                     "cannot read firmware")
+    one_line_failure(kioskctl("flash", str(esp32_bin)), "no port given")
+
+
+def test_flash_without_a_chip_fails_plainly(esp32_bin: Path) -> None:
+    master, slave = os.openpty()  # a serial port where nothing answers
+    try:
+        port = os.ttyname(slave)
+        silent = kioskctl("flash", str(esp32_bin), "--port", port, "--connect-attempts", "1",
+                          "--before", "no-reset")
+        one_line_failure(silent, "no chip answered on", "BOOT")
+    finally:
+        os.close(master)
+        os.close(slave)
+    one_line_failure(kioskctl("flash", str(esp32_bin), "--port", "/dev/ttyUSB-unplugged",
+                              "--connect-attempts", "1"), "no device on")
+
+
+def test_build_refuses_code_that_is_not_micropython(tmp_path: Path) -> None:
+    firmware = tmp_path / "firmware"
+    shutil.copytree(ROOT / "firmware", firmware,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (firmware / "kiosk" / "bad.py").write_text("x = 1\nmatch x:\n    case 1:\n        pass\n")
+    out = tmp_path / "bundle"
+    line = one_line_failure(kioskctl("build", "--firmware", str(firmware), "--out", str(out)),
+                            "bad.py line 2", "not valid MicroPython")
+    assert "SyntaxError" in line
+    assert not out.exists()
+
+
+def test_provisioning_an_image_needs_wifi_for_an_esp32(tmp_path: Path) -> None:
+    proc = kioskctl("image", "--device", "kiosk-img-0002", "--gate", "A", "--venue", "V",
+                    "--broker", "10.0.0.2", "--fleet", str(tmp_path / "fleet"),
+                    "--out", str(tmp_path / "x.img"))
+    one_line_failure(proc, "wifi.ssid")
+    assert not (tmp_path / "x.img").exists()
