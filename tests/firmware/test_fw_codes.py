@@ -142,3 +142,34 @@ def test_cbor_decodes_and_bounds():
     fwtest.raises(ValueError, cbor.decode, b"\x01\x02")  # trailing bytes
     fwtest.raises(ValueError, cbor.decode, b"\xa1\x80\x01")  # array as map key
     fwtest.raises(ValueError, cbor.decode, b"\x9f" + b"\x00" * 5000 + b"\xff")  # too many items
+
+
+def test_masked_dates_must_still_be_plausible():
+    base = "079201001234|NGUYEN VAN AN|%s|0|QID1|"
+    for dob in ("1990-**-**", "****-**-**", "19**-0*-1*", "1990-02-**", "****-02-29",
+                "1990-**-31"):
+        c = codes.read(base % dob)
+        assert c.status == codes.OK, (dob, c.reason)
+    for dob in ("1990-13-**", "****-00-**", "1990-02-30", "1990-**-32", "3000-**-**",
+                "1990-*-01", "1990/**/**", "19a0-**-**"):
+        c = codes.read(base % dob)
+        assert c.status == codes.INVALID and c.reason == codes.R_DOB, (dob, c.reason)
+
+
+def test_pccovid_ext_fields_and_cccd_dates():
+    ext = "1‹0‹" + "‹".join(str(i) for i in range(10))
+    assert codes.read("079201001234|NGUYEN VAN AN|1990-01-01|0|QID1|" + ext).status == codes.OK
+    c = codes.read("079201001234|NGUYEN VAN AN|1990-01-01|0|QID1|" + "‹x" * 200)
+    assert c.status == codes.INVALID and c.reason == codes.R_EXT
+    # A card cannot be issued before its holder was born.
+    c = codes.read("079201001234||Nguyễn Văn An|01011990|Nam|12 Lê Lợi|31121989")
+    assert c.status == codes.INVALID and c.reason == codes.R_ISSUE_DATE
+
+
+def test_utf8_names_and_addresses_are_kept_for_display_only():
+    text = "079301009999|Đặng Thị Ánh Tuyết|29022000|Nữ|Số 5, Hẻm 12/3 Đường Điện Biên Phủ|01012022"
+    c = codes.read(text)
+    assert c.status == codes.OK and c.type == codes.CCCD and c.name == "Đặng Thị Ánh Tuyết"
+    assert c.ident == "079301009999"  # the identifier, never the name, is the check-in's id
+    c = codes.read("079201001234||Nguyễn Văn 3|01011990|Nam|12 Lê Lợi|15082021")
+    assert c.status == codes.INVALID and c.reason == codes.R_NAME

@@ -38,3 +38,54 @@ def test_names_are_masked_and_identifier_never_shown():
     assert ui.mask_name("") == ""
     s = ui.passed("Lê Minh Tuấn")
     assert s.lines[0].startswith("HOP LE") and "MINH" not in s.lines[1] and "TUAN" not in s.lines[1]
+
+
+def _result(verdict, how, reason=None, name="Nguyễn Văn An"):
+    from kiosk.verdict import Result
+
+    return Result(verdict, how, reason, ui.mask_name(name))
+
+
+# Every reason the kiosk can give (kiosk/hc1.py, verdict.py, online.py, codes.py).
+KIOSK_REASONS = (
+    "no_trust_list", "no_signer", "bad_signature", "unsupported_alg", "expired",
+    "signer_expired", "not_yet_valid", "wrong_key_usage", "no_clock", "not_accepted",
+    "disease", "bad_entry", "vaccine_product", "too_few_doses", "too_recent",
+    "vaccination_expired", "test_type", "positive_test", "test_expired", "recovery_too_recent",
+    "recovery_expired", "denied", "offline", "online_timeout", "online_unknown",
+    "online_refused", "not_checked", "isolation", "no_declaration", "ext",
+)
+
+
+def test_every_reason_has_vietnamese_text():
+    for reason in KIOSK_REASONS:
+        assert reason in ui.REASONS, reason
+        s = ui.verdict(_result("fail", "verified", reason))
+        assert s.lines[1] == ui.fit(ui.REASONS[reason]) and s.led == "red" and s.buzz == "fail"
+
+
+def test_verdict_screens_say_how_it_was_decided():
+    verified = ui.verdict(_result("pass", "verified"))
+    online = ui.verdict(_result("pass", "online"))
+    assert verified.lines == online.lines == (ui.fit("HOP LE - MOI VAO"), ui.fit("NGUYEN V** A*"))
+    assert verified.led == "green" and verified.buzz == "pass"
+    flagged = ui.verdict(_result("pass", "unverified", "online_timeout"))
+    assert flagged.lines[0] == "MOI VAO-HAU KIEM" and flagged.led == "green"
+    assert ui.verdict(_result("fail", "verified", "expired")).lines[0].startswith("KHONG HOP LE")
+    unchecked = ui.verdict(_result("fail", "refused", "offline"))
+    assert unchecked.lines == (ui.fit("CHUA XAC MINH"), ui.fit("Mat ket noi"))
+    # A reason from the online check the kiosk does not know is shown as it is, cut to fit.
+    odd = ui.verdict(_result("fail", "online", "quarantine_zone_residency"))
+    assert odd.lines[1] == "quarantine_zone_"
+
+
+def test_checking_fault_and_idle_screens():
+    c = ui.checking(ui.mask_name("Trần Thị Bình"))
+    assert c.lines == (ui.fit("DANG KIEM TRA..."), ui.fit("TRAN T** B***"))
+    assert c.led == "blue" and c.buzz is None  # no sound until the verdict
+    f = ui.scanner_fault()
+    assert f.lines[0].startswith("LOI MAY QUET") and f.led == "red"
+    assert ui.idle("A").lines[1] == ui.fit("Cong A")
+    assert ui.idle("A", "scanner").lines[1] == ui.fit("LOI MAY QUET")
+    for s in (c, f, ui.idle("A", "scanner")):
+        assert all(len(line) == ui.WIDTH for line in s.lines)
