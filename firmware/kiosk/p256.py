@@ -49,7 +49,7 @@ def on_curve(x, y):
 
 
 def _double(X, Y, Z):
-    # dbl-2001-b (a = -3): 3M + 5S
+    # dbl-2001-b (a = -3), with Z3 = 2YZ: 4M + 4S
     if Z == 0 or Y == 0:
         return 0, 1, 0
     p = P
@@ -58,7 +58,7 @@ def _double(X, Y, Z):
     beta = X * gamma % p
     alpha = 3 * (X - delta) * (X + delta) % p
     X3 = (alpha * alpha - 8 * beta) % p
-    Z3 = ((Y + Z) * (Y + Z) - gamma - delta) % p
+    Z3 = 2 * Y * Z % p
     Y3 = (alpha * (4 * beta - X3) - 8 * gamma * gamma) % p
     return X3, Y3, Z3
 
