@@ -212,3 +212,41 @@ def test_provisioning_an_image_needs_wifi_for_an_esp32(tmp_path: Path) -> None:
                     "--out", str(tmp_path / "x.img"))
     one_line_failure(proc, "wifi.ssid")
     assert not (tmp_path / "x.img").exists()
+
+
+def test_tls_material_from_the_fleet_ca(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from mqtt_bridge.documents import generate_operator_key, operator_key_b64
+
+    fleet = tmp_path / "fleet"
+    operator = tmp_path / "operator.pub"
+    operator.write_text(operator_key_b64(generate_operator_key().public_key()))
+    proc = kioskctl("image", "--device", "kiosk-tls-0001", "--gate", "A", "--venue", "V1",
+                    "--broker", "mqtt.example.vn", "--wifi-ssid", "venue-wifi",
+                    "--operator-key", str(operator), "--fleet", str(fleet),
+                    "--out", str(tmp_path / "fs.img"),
+                    env={"KIOSKCTL_WIFI_PASSWORD": "wifi-secret-1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "wifi-secret-1" not in proc.stdout + proc.stderr
+    files = read_fs_image((tmp_path / "fs.img").read_bytes())
+    import json
+
+    cfg = json.loads(files["config.json"])
+    assert cfg["broker"]["port"] == 8883 and cfg["wifi"]["password"] == "wifi-secret-1"
+    assert cfg["operator_key"] == operator.read_text()
+    tls = cfg["broker"]["tls"]
+    ca = x509.load_pem_x509_certificate(files[tls["ca"][1:]])
+    cert = x509.load_pem_x509_certificate(files[tls["cert"][1:]])
+    cert.verify_directly_issued_by(ca)  # raises if the CA did not sign it
+    assert cert.subject.rfc4514_string() == "CN=kiosk-tls-0001"
+    assert b"PRIVATE KEY" in files[tls["key"][1:]]
+    for secret in (fleet / "ca.key", fleet / "devices" / "kiosk-tls-0001" / "kiosk.key",
+                   fleet / "devices" / "kiosk-tls-0001" / "broker-password"):
+        assert secret.stat().st_mode & 0o077 == 0, secret
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    registry = json.loads((fleet / "fleet.json").read_text())["devices"]["kiosk-tls-0001"]
+    assert registry["tls"] and registry["via"] == "image"
+    passwd = kioskctl("fleet", "passwd", "--fleet", str(fleet))
+    assert passwd.stdout.startswith("kiosk-tls-0001:$7$101$")
