@@ -72,8 +72,7 @@ def _devices(pm: dict[str, Any]) -> list[Device]:
     out = [
         Device("scanner", "QR scanner GM65 / GM805",
                (f"TTL UART {s['baud']} 8N1, 3.3 V logic", "VCC 5 V (~160 mA), GND")),
-        Device("lcd", f"LCD {lcd['cols']}x{lcd['rows']} + PCF8574 backpack",
-               (f"I2C {addrs}, {i2c['freq'] // 1000} kHz", "VCC 5 V, GND")),
+        _display(pm, lcd, addrs, i2c),
         Device("led", "RGB LED", (common, f"PWM {led['pwm_freq']} Hz")),
         Device("buzzer", "Passive buzzer + NPN",
                (f"driven at {bz['freq']} Hz", "buzzer + to 5 V, emitter to GND")),
@@ -83,6 +82,16 @@ def _devices(pm: dict[str, Any]) -> list[Device]:
         other = "cathode to GND" if st.get("active_high", True) else "anode to 3V3"
         out.append(Device("status", "Status LED (optional)", ("lit while Wi-Fi is up", other)))
     return out
+
+
+def _display(pm: dict[str, Any], lcd: dict[str, Any], addrs: str, i2c: dict[str, Any]) -> Device:
+    """The display box: the HD44780 LCD, or the SSD1306 OLED when the pin map selects it."""
+    if pm.get("display") == "ssd1306" and pm.get("oled"):
+        oled_addrs = " or ".join(f"0x{a:02X}" for a in pm["oled"]["addrs"])
+        return Device("lcd", "OLED 128x64 SSD1306",
+                      (f"I2C {oled_addrs}, {i2c['freq'] // 1000} kHz", "VCC 3.3 V, GND"))
+    return Device("lcd", f"LCD {lcd['cols']}x{lcd['rows']} + PCF8574 backpack",
+                  (f"I2C {addrs}, {i2c['freq'] // 1000} kHz", "VCC 5 V, GND"))
 
 
 def _text(x: float, y: float, s: str, size: int = 13, anchor: str = "start",

@@ -2,8 +2,10 @@
 #
 #   scanner  machine.UART, 9600 8N1, 2 KB receive ring, timeout 0: never blocks
 #   display  HD44780 16x2 on a PCF8574 I2C backpack (boards/hd44780.py) at
-#            0x27 or 0x3F; if neither answers: a warning, and the kiosk runs
-#            without a display (LED and buzzer still give the verdict)
+#            0x27 or 0x3F, or with pinmap "display": "ssd1306" an SSD1306
+#            128x64 OLED (boards/ssd1306.py) at 0x3C or 0x3D; if none answers:
+#            a warning, and the kiosk runs without a display (LED and buzzer
+#            still give the verdict)
 #   LED      RGB on three PWM pins, common cathode (or anode: duty inverted)
 #   buzzer   passive, PWM at its resonant frequency; kiosk/ui.py BUZZ patterns
 #            are played by tick(now), never by sleeping
@@ -46,7 +48,8 @@ _EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 _MIN_UNIX = const(1735689600)  # 2025-01-01: an RTC before that was never set
 _RESET_NOTE = "/reset.cause"  # why the last run ended (written by reset())
 
-_OPTIONAL = ("lcd", "status_led")  # sections that may be null: not fitted
+_OPTIONAL = ("lcd", "oled", "status_led")  # sections that may be null: not fitted
+DISPLAYS = ("hd44780", "ssd1306")  # pinmap "display": which of lcd / oled is fitted
 
 # == hardware/pinmap.json without its "note" fields (tests/test_firmware_build.py).
 DEFAULT_PINS = {
@@ -55,6 +58,8 @@ DEFAULT_PINS = {
     "scanner": {"uart": 2, "tx": 17, "rx": 16, "baud": 9600, "rxbuf": 2048},
     "i2c": {"id": 0, "sda": 21, "scl": 22, "freq": 100000},
     "lcd": {"addrs": [39, 63], "cols": 16, "rows": 2},
+    "display": "hd44780",
+    "oled": {"addrs": [60, 61]},
     "rgb_led": {"r": 25, "g": 26, "b": 27, "common_cathode": True, "pwm_freq": 1000},
     "buzzer": {"pin": 32, "freq": 2700},
     "status_led": {"pin": 33, "active_high": True},
@@ -154,7 +159,7 @@ class Board:
         self._poll = select.poll()
         self._poll.register(self._uart, select.POLLIN)
         self._sock = None
-        self.lcd = _open_lcd(pins["i2c"], pins["lcd"]) if pins["lcd"] else None
+        self.lcd = _open_display(pins)  # the HD44780 LCD or the SSD1306 OLED, or None
         self._lcd_ok = True
         led = pins["rgb_led"]
         self._cathode = led["common_cathode"]
@@ -301,6 +306,35 @@ class Board:
     def wdt_feed(self):
         if self._wdt is not None:
             self._wdt.feed()
+
+
+def _open_display(pins):
+    """The display pinmap "display" names; both drivers take show(lines) and init()."""
+    kind = pins["display"]
+    if kind not in DISPLAYS:
+        log.warn("board", "display: %s unknown, hd44780 or ssd1306; trying hd44780" % kind)
+        kind = "hd44780"
+    if kind == "ssd1306":
+        return _open_oled(pins["i2c"], pins["oled"]) if pins["oled"] else None
+    return _open_lcd(pins["i2c"], pins["lcd"]) if pins["lcd"] else None
+
+
+def _open_oled(bus, oled):
+    from boards.ssd1306 import SSD1306  # imported only where one is fitted (~3 KB)
+
+    i2c = machine.I2C(bus["id"], sda=machine.Pin(bus["sda"]), scl=machine.Pin(bus["scl"]),
+                      freq=bus["freq"])
+    try:
+        found = i2c.scan()
+        for addr in oled["addrs"]:
+            if addr in found:
+                log.info("board", "OLED at 0x%02x" % addr)
+                return SSD1306(i2c, addr)
+    except OSError as e:
+        log.warn("board", "I2C: %s" % e)
+    log.warn("board", "no OLED at %s on I2C %d: running without a display"
+             % ("/".join("0x%02x" % a for a in oled["addrs"]), bus["id"]))
+    return None
 
 
 def _open_lcd(bus, lcd):

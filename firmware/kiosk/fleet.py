@@ -97,16 +97,17 @@ class Fleet:
         if reason:
             return reason
         body = doc["body"]
+        new_policy = new_trust = None
         if kind == "policy":
-            got, err = policy.parse(body)
+            new_policy, err = policy.parse(body)
             if err:
                 log.warn("fleet", "policy body: " + err)
                 return "bad_policy"
         else:
-            got, err = trust.from_body(body)
-            if err:
+            new_trust, err = trust.from_body(body)
+            if err or new_trust is None:
                 return err
-            for index, why in got.skipped:
+            for index, why in new_trust.skipped:
                 log.warn("fleet", "trust list entry %d skipped: %s" % (index, why))
         if store:
             try:
@@ -114,10 +115,10 @@ class Fleet:
             except OSError as e:
                 # Still use it: it was verified. It is lost at the next boot.
                 log.error("fleet", "cannot store the %s document: %s" % (kind, e))
-        if kind == "policy":
-            self.policy = got
+        if new_policy is not None:
+            self.policy = new_policy
         else:
-            self.trust = got
+            self.trust = new_trust
         self.serial[kind] = doc["serial"]
         self._held[kind] = digest
         return None

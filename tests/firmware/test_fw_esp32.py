@@ -372,3 +372,18 @@ def test_unix_time_and_paths():
     assert b.HAS_WIFI is True
     clock[0] = 1234
     assert b.ticks_ms() == 1234
+
+
+def test_pinmap_selects_the_ssd1306_oled():
+    from boards.ssd1306 import SSD1306
+
+    b = _board(devices=(0x3D,), pins={"version": 1, "display": "ssd1306"})
+    assert isinstance(b.lcd, SSD1306) and b.lcd.addr == 0x3D
+    bus = I2C.last
+    bus.writes = []
+    b.show(ui.idle("A"))
+    assert bus.writes and all(addr == 0x3D for addr, _ in bus.writes)
+    assert len([d for _, d in bus.writes if d[0] == 0x40]) == 4  # two pages per line
+    assert _board(devices=(0x27,), pins={"version": 1, "display": "ssd1306"}).lcd is None
+    odd = _board(devices=(0x27,), pins={"version": 1, "display": "vfd"})
+    assert odd.lcd is not None and odd.lcd.addr == 0x27  # unknown kind: the LCD is tried
