@@ -57,6 +57,9 @@ def run(c):
     compressed = _unhex(c["compressed"]) if c.get("compressed") is not None else None
     cose = _unhex(c["cose"]) if c.get("cose") is not None else None
 
+    if prefix is not None:
+        cert, err = hc1.read(prefix)  # the whole reading, as a scan does it
+        r["read"] = err
     if prefix is not None and b45 is not None:
         r["unprefix"] = hc1.unprefix(prefix) == b45
     if b45 is not None and compressed is not None:
