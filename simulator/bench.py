@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from simulator.bench_verdict import bench_verdict
 from simulator.bench_verify import bench_verify
 from simulator.broker import BRIDGE_USER, Broker
 from simulator.codes import SampleFactory
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         bench_firmware_read(results, work)
         bench_verify(results, work)  # simulator/bench_verify.py: signatures
+        bench_verdict(results, work)  # simulator/bench_verdict.py: scan to verdict on screen
         bench_path(results, work)
     if args.json:
         args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
