@@ -64,6 +64,9 @@ def test_pki() -> signers.TestPKI:
     return signers.TestPKI()
 
 
+test_pki.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
+
+
 def sample_signers() -> list[signers.DccSigner]:
     """The signers of HC1 samples, in the order hc1() alternates them: PS256 then ES256."""
     pki = test_pki()
