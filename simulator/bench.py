@@ -5,7 +5,9 @@
 - firmware_read_<type>_us / _alloc_bytes: reading one code of each type with
   the firmware's own code under the MicroPython unix port (time, heap allocated).
 - scan_to_display_ms_p50/_max: a virtual kiosk, from the scanner line to the
-  display log (pty, UTF-8, decode, journal append, show).
+  display log (pty, UTF-8, decode, verdict, journal append, show), mixed
+  codes: certificates verified on the kiosk, identity codes answered by the
+  bridge's online check (a round trip through Mosquitto and the bridge).
 - scan_to_backend_ms_p50/_p99: from the scanner line through Mosquitto, the
   bridge's spool and HTTP forwarding to the backend emulator holding it.
 Everything runs on loopback and stops by itself.
@@ -73,11 +75,14 @@ def bench_path(results: dict[str, dict[str, float | str]], work: Path, n: int = 
     broker.start()
     backend = start_backend(work / "backend")
     bridge = start_bridge(work / "bridge", broker.port, "bench-bridge", backend.url)
-    kiosk = VirtualKiosk(work / "kiosk", kiosk_config("kiosk-bench", "HCM-Q1-000123", "A",
-                                                      broker.port, "bench-kiosk"))
+    kiosk = VirtualKiosk(work / "kiosk", kiosk_config(
+        "kiosk-bench", "HCM-Q1-000123", "A", broker.port, "bench-kiosk",
+        operator_key=SampleFactory.operator_key_b64()))
+    kiosk.install_document("trust", SampleFactory.trust_document())  # HC1 verified on the kiosk
     try:
         kiosk.start()
         kiosk.wait_ready()
+        httpx.get(backend.url + "/api/v1/status/warm-up", timeout=60)  # builds its people once
         assert kiosk.scanner is not None
         f = SampleFactory(seed=5)
         display_ms: list[float] = []
