@@ -212,8 +212,8 @@ def test_batch_deploy_and_provision_in_parallel(tmp_path: Path, bundle: Path) ->
         gone = devices[2].port
         devices[2].stop()  # one board unplugged: the others still get done
         deploy = kioskctl("deploy", *ports, "--bundle", str(bundle), "--no-restart")
-        assert deploy.returncode == 1
-        assert "2 of 3 boards ok" in deploy.stdout
+        assert deploy.returncode == 1, deploy.stdout + deploy.stderr
+        assert "2 of 3 boards ok" in deploy.stdout, deploy.stdout + deploy.stderr
         assert f"FAIL {gone}: no device on {gone}" in deploy.stdout
         assert deploy.stderr.strip() == "kioskctl deploy: 1 of 3 boards failed"
         assert "Traceback" not in deploy.stdout + deploy.stderr
