@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import tty
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,7 @@ class VirtualKiosk:
     micropython: str = ""
     heapsize: str | None = None
     firmware_dir: Path = FIRMWARE_DIR
+    env: dict[str, str] = field(default_factory=dict)
     scanner_silent: bool = False  # the virtual GM65 ignores setup commands
 
     def __post_init__(self) -> None:
@@ -247,6 +248,7 @@ class VirtualKiosk:
             "KIOSK_STATE": str(self.state_dir.resolve()),
             "KIOSK_SCANNER_FD": str(master),
             "MICROPYPATH": f"{self.firmware_dir}:.frozen",
+            **self.env,  # faults and test knobs (KIOSK_RTC, KIOSK_SIM_STALL_AFTER_MS)
         }
         with open(self.console_path, "ab") as console:
             self.proc = subprocess.Popen(

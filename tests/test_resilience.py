@@ -1,0 +1,252 @@
+"""The kiosk in the field: broker outages, power cuts, a flapping network, a
+noisy scanner line, a small heap. Real firmware (MicroPython unix port), real
+Mosquitto, the real bridge and backend emulator; the outcome is judged at the
+backend: every confirmed check-in there, exactly once, in order per kiosk.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import BRIDGE_PASSWORD, wait_for
+
+from kiosk.journal import pending_in  # the firmware's own journal code, on CPython
+from simulator.broker import Broker
+from simulator.codes import SampleFactory
+from simulator.kiosk import VirtualKiosk, kiosk_config
+from simulator.netfault import FaultProxy
+from simulator.stack import ServiceProcess, start_bridge
+
+VENUE = "HCM-Q1-000123"
+DEVICE = "kiosk-res-01"
+PASSWORD = "kiosk-res-secret"
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stack(tmp_path: Path, broker: Broker,
+          backend: ServiceProcess) -> Iterator[tuple[Broker, ServiceProcess]]:
+    broker.add_account(DEVICE, PASSWORD)
+    broker.restart()
+    bridge = start_bridge(tmp_path / "bridge", broker.port, BRIDGE_PASSWORD, backend.url)
+    try:
+        yield broker, backend
+    finally:
+        bridge.stop()
+
+
+def field_config(port: int) -> dict[str, Any]:
+    """Short keepalive and backoff cap so outages play out in seconds."""
+    cfg = kiosk_config(DEVICE, VENUE, "A", port, PASSWORD,
+                       operator_key=SampleFactory.operator_key_b64())
+    cfg["broker"].update(keepalive=5, backoff_max_s=2)
+    cfg["journal"] = {"replay_per_s": 200, "replay_delay_s": 1}
+    cfg["telemetry_s"] = 10
+    return cfg
+
+
+def make_kiosk(tmp_path: Path, port: int, **kw: Any) -> VirtualKiosk:
+    kiosk = VirtualKiosk(tmp_path / DEVICE, field_config(port), **kw)
+    kiosk.install_document("trust", SampleFactory.trust_document())
+    return kiosk
+
+
+def certificates(n: int, seed: int) -> list[tuple[bytes, str]]:
+    """n distinct HC1 certificates (decided on the kiosk, no online check)."""
+    f = SampleFactory(seed)
+    out = []
+    for i in range(n):
+        s = f.hc1("vtr"[i % 3])
+        out.append((s.payload, s.ident))
+    return out
+
+
+def backend_rows(url: str) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=url, timeout=10) as http:
+        rows: list[dict[str, Any]] = http.get(
+            "/api/v1/checkins", params={"venue": VENUE, "limit": 100000}).json()["checkins"]
+    return rows
+
+
+def wait_backend(url: str, n: int, timeout: float) -> list[dict[str, Any]]:
+    return wait_for(lambda: (rows := backend_rows(url)) and len(rows) >= n and rows,
+                    timeout=timeout, interval=0.2, what=f"{n} check-ins at the backend")
+
+
+def new_verdicts(kiosk: VirtualKiosk, since: int) -> int:
+    return len(kiosk.display.verdicts()) - since
+
+
+def scan_all(kiosk: VirtualKiosk, codes: list[tuple[bytes, str]], window: int = 8) -> None:
+    """Feed codes, keeping at most `window` unanswered on the line."""
+    assert kiosk.scanner is not None
+    base = len(kiosk.display.verdicts())
+    for i, (payload, _) in enumerate(codes):
+        wait_for(lambda i=i: new_verdicts(kiosk, base) >= i - window, timeout=30,
+                 what="the kiosk keeps answering")
+        kiosk.scanner.scan(payload)
+    wait_for(lambda: new_verdicts(kiosk, base) >= len(codes), timeout=60, what="all answered")
+
+
+def assert_exactly_once_in_order(rows: list[dict[str, Any]], idents: list[str]) -> None:
+    mine = [r for r in rows if r["device"] == DEVICE]
+    assert [r["id"] for r in sorted(mine, key=lambda r: r["seq"])] == idents
+    assert len({r["seq"] for r in mine}) == len(mine)
+    assert all(r["verdict"] == "pass" for r in mine)
+
+
+def test_broker_outage_during_500_scans_delivers_all_exactly_once_in_order(
+    tmp_path: Path, stack: tuple[Broker, ServiceProcess]
+) -> None:
+    broker, backend = stack
+    codes = certificates(500, seed=41)
+    kiosk = make_kiosk(tmp_path, broker.port).start()
+    try:
+        kiosk.wait_ready()
+        scan_all(kiosk, codes[:20])
+        wait_backend(backend.url, 20, timeout=30)
+        broker.stop()  # the broker is gone while people keep coming
+        t0 = time.monotonic()
+        scan_all(kiosk, codes[20:])
+        # Long enough for a keepalive period to pass and the backoff to reach its 2 s cap.
+        wait_for(lambda: kiosk.console().count("mqtt: down:") >= 6
+                 and time.monotonic() - t0 > 8, timeout=60, what="reconnects at the capped backoff")
+        broker.start()
+        rows = wait_backend(backend.url, 500, timeout=90)
+        assert_exactly_once_in_order(rows, [c[1] for c in codes])
+        wait_for(lambda: pending_in(str(kiosk.state_dir / "journal")) == [], timeout=30,
+                 what="journal empty once acknowledged")
+        assert kiosk.alive()
+    finally:
+        kiosk.stop()
+
+
+def test_power_cut_at_200_random_moments_loses_and_duplicates_nothing(
+    tmp_path: Path, stack: tuple[Broker, ServiceProcess]
+) -> None:
+    broker, backend = stack
+    rng = random.Random(2026)
+    codes = certificates(400, seed=43)
+    confirmed: list[str] = []  # idents whose verdict the display showed
+    kiosk = make_kiosk(tmp_path, broker.port)
+    nxt = 0
+    for _ in range(200):
+        kiosk.display.poll()
+        idle_before = sum(1 for e in kiosk.display.events if e["lines"][0].startswith("MOI"))
+        kiosk.start()
+        before = len(kiosk.display.verdicts())
+        batch = codes[nxt:nxt + rng.randint(0, 3)] if nxt < len(codes) else []
+        nxt += len(batch)
+        assert kiosk.scanner is not None
+        if rng.random() < 0.8:  # mostly cut while scanning and sending; sometimes at boot
+            wait_for(lambda: kiosk.display.poll() is not None and sum(
+                1 for e in kiosk.display.events if e["lines"][0].startswith("MOI")) > idle_before,
+                timeout=20, what="boot finished")
+        for payload, _ in batch:
+            kiosk.scanner.scan(payload)
+        # The power cut comes at a random moment: while booting, scanning or sending.
+        time.sleep(rng.uniform(0.0, 0.4))
+        kiosk.stop(kill=True)
+        shown = new_verdicts(kiosk, before)
+        confirmed += [ident for _, ident in batch[:shown]]
+        pending_in(str(kiosk.state_dir / "journal"))  # always readable
+    kiosk.start()
+    try:
+        rows = wait_backend(backend.url, len(confirmed), timeout=90)
+        mine = [r for r in rows if r["device"] == DEVICE]
+        ids = [r["id"] for r in sorted(mine, key=lambda r: r["seq"])]
+        assert len(ids) == len(set(ids)), "a check-in reached the backend twice"
+        assert set(confirmed) <= set(ids), "a confirmed check-in was lost"
+        assert len(confirmed) > 100
+        # Anything beyond the confirmed ones was journaled but cut before the display.
+        assert set(ids) <= {c[1] for c in codes}
+    finally:
+        kiosk.stop()
+
+
+def test_network_flapping_for_a_minute_delivers_all_exactly_once_in_order(
+    tmp_path: Path, stack: tuple[Broker, ServiceProcess]
+) -> None:
+    broker, backend = stack
+    codes = certificates(150, seed=47)
+    with FaultProxy(broker.port) as proxy:
+        kiosk = make_kiosk(tmp_path, proxy.port).start()
+        try:
+            kiosk.wait_ready()
+            proxy.flap(up_s=3.0, down_s=2.0, mode="blackhole", duration_s=60)
+            deadline = time.monotonic() + 60
+            i = 0
+            while time.monotonic() < deadline:
+                if i < len(codes):
+                    scan_all(kiosk, codes[i:i + 5], window=5)
+                    i += 5
+                else:
+                    time.sleep(0.5)
+            proxy.wait_flapping_done(10)
+            assert proxy.drops >= 10
+            rows = wait_backend(backend.url, len(codes), timeout=60)
+            assert_exactly_once_in_order(rows, [c[1] for c in codes])
+            assert kiosk.alive()
+        finally:
+            kiosk.stop()
+
+
+def test_garbage_on_the_scanner_line_keeps_the_kiosk_working_with_a_flat_heap(
+    tmp_path: Path, stack: tuple[Broker, ServiceProcess]
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    from simulator.broker import BRIDGE_USER
+
+    broker, backend = stack
+    replies: list[dict[str, Any]] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="res-operator")
+    client.username_pw_set(BRIDGE_USER, BRIDGE_PASSWORD)
+    client.on_message = lambda c, u, m: replies.append(json.loads(m.payload))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe(f"kiosk/{DEVICE}/cmd/result", 1)
+    client.loop_start()
+
+    def heap(tag: str) -> dict[str, Any]:
+        n = len(replies)
+        client.publish(f"kiosk/{DEVICE}/cmd", json.dumps({"v": 1, "id": tag, "cmd": "status"}), 1)
+        wait_for(lambda: len(replies) > n, timeout=20, what="status reply")
+        r = replies[-1]
+        assert r["ok"] and r["id"] == tag
+        return dict(r["result"])
+
+    kiosk = make_kiosk(tmp_path, broker.port).start()
+    try:
+        kiosk.wait_ready()
+        wait_for(lambda: "mqtt: connected" in kiosk.console(), what="session up")
+        rng = random.Random(5)
+        garbage = [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 60)))
+                   .replace(b"\r", b"") for _ in range(10000)]
+        first = heap("h0")
+        assert kiosk.scanner is not None
+        for i in range(0, 10000, 500):
+            kiosk.scanner.write_raw(b"".join(g + b"\r" for g in garbage[i:i + 500]))
+            if i == 4500:
+                mid = heap("h1")
+        wait_for(lambda: heap("h2")["unreadable"] >= 9000, timeout=60, what="garbage counted")
+        last = heap("h3")
+        # Still working: a real code after all that is admitted and delivered.
+        code = certificates(1, seed=53)[0]
+        kiosk.scanner.scan(code[0])
+        rows = wait_backend(backend.url, 1, timeout=30)
+        assert rows[-1]["id"] == code[1]
+        # Heap flat: the low-water mark barely moved between the middle and the end.
+        assert last["heap_min"] > mid["heap_min"] - 16384, (first, mid, last)
+        assert last["errors"] == 0
+    finally:
+        kiosk.stop()
+        client.loop_stop()
+        client.disconnect()
