@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from simulator.bench_bridge import run as bench_bridge
+from simulator.bench_tools import bench_tools
 from simulator.bench_verdict import bench_verdict
 from simulator.bench_verify import bench_verify
 from simulator.broker import BRIDGE_USER, Broker
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_verify(results, work)  # simulator/bench_verify.py: signatures
         bench_verdict(results, work)  # simulator/bench_verdict.py: scan to verdict on screen
         bench_path(results, work)
+        bench_tools(results, work)  # simulator/bench_tools.py: kioskctl build/image/deploy
         bench_bridge(results, work)  # simulator/bench_bridge.py: rates, ceiling, online check
     if args.json:
         args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
