@@ -54,7 +54,7 @@ class Kiosk:
         self.link.on_up = self._on_up
         self.mqtt = self.link.mqtt
         # Verdicts: policy, trust list, online check, repeats (kiosk/gate.py).
-        self.gate = Gate(board, cfg, self.mqtt, self._show, self._record)
+        self.gate = Gate(board, cfg, self.mqtt, self._show, self._record, self.clock.now)
         self.scanner_fault = None  # "scanner" when the module did not take its setup
 
     # -- scan path -----------------------------------------------------------

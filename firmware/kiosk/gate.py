@@ -16,26 +16,25 @@ from kiosk import dedup, log, online, ui, verdict
 from kiosk.fleet import Fleet
 from kiosk.mqtt import UP
 
-# Before this (2020-01-01) the clock has never been set: dates cannot be checked.
-_CLOCK_VALID_FROM = 1577836800
-
 
 class Decision:
     """A settled verdict, ready to record."""
 
-    def __init__(self, code, result, ts, key):
+    def __init__(self, code, result, key):
         self.code = code
         self.result = result
-        self.ts = ts  # Unix time of the scan (not of the answer)
         self.key = key  # dedup key of the code
 
 
 class Gate:
-    def __init__(self, board, cfg, mqtt, show, record):
+    def __init__(self, board, cfg, mqtt, show, record, now):
         """`show(screen)` puts a screen up; `record(decision)` journals, shows
         and sends a settled verdict and returns its screen (None if it could
-        not be recorded)."""
+        not be recorded); `now()` is Unix seconds, or None while the clock is
+        unknown (kiosk/clock.py Clock.now: certificates' dates cannot be
+        checked then, and documents' staleness is not judged)."""
         self.board = board
+        self.now = now
         self.mqtt = mqtt
         self._show = show
         self._record = record
@@ -43,11 +42,6 @@ class Gate:
         self.online = online.Online(cfg["device"])
         self.seen = dedup.Dedup()
         self.repeats = 0
-
-    def now(self):
-        """Unix seconds, or None while the clock has never been set."""
-        t = self.board.unix_time()
-        return t if t >= _CLOCK_VALID_FROM else None
 
     def start(self):
         self.fleet.load(self.now())
@@ -73,15 +67,14 @@ class Gate:
             log.info("scan", "repeat of a %s code: previous verdict shown" % code.type)
             self._show(screen)
             return
-        ts = self.board.unix_time()
         res = verdict.decide(code, policy, self.fleet.trust, self.now())
         if not res.needs_online:
-            self._settle(Decision(code, res, ts, key), now_ms)
+            self._settle(Decision(code, res, key), now_ms)
             return
         if self.mqtt.state != UP:  # only then can an answer come
-            self._settle(Decision(code, verdict.offline_rule(res, "offline"), ts, key), now_ms)
+            self._settle(Decision(code, verdict.offline_rule(res, "offline"), key), now_ms)
             return
-        payload = self.online.request(code, res, now_ms, Decision(code, None, ts, key))
+        payload = self.online.request(code, res, now_ms, Decision(code, None, key))
         if not self.mqtt.publish(self.online.topic, payload, 0):
             done = self.online.abandon("offline")
             if done:
