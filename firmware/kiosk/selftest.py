@@ -6,11 +6,12 @@
 # build: never counted as a pass). Checks, in order: config, clock, journal
 # (flash writable), display (LCD/LED/buzzer pattern: a person looks and
 # listens), scanner (answers the GM65 command protocol), tls (the files the
-# config names are there), operator_key, wifi, broker (TCP connect with a
-# deadline). Details are short and say what to do; never personal data or
-# secrets. `kioskctl selftest` runs main() through the REPL and reads the
-# one line it prints; the kiosk's `selftest` command calls run() with
-# pattern=False, scanner=False (the app owns the scanner line meanwhile).
+# config names are there, paths relative to the device's root), operator_key,
+# wifi, broker (TCP connect with a deadline). Details are short and say what
+# to do; never personal data or secrets. `kioskctl selftest` runs main()
+# through the REPL and reads the one line it prints; the kiosk's `selftest`
+# command calls run() with pattern=False, scanner=False, wifi_wait_ms=0 (the
+# app owns the display, the scanner line and the Wi-Fi meanwhile).
 # Importing this module does nothing else.
 # Heap: the report (< 1 KB) and one socket while the broker check runs.
 
@@ -19,21 +20,22 @@ import socket
 import time
 
 from kiosk import ui
+from kiosk.ticks import ticks_diff
 
 MARK = "KIOSK-SELFTEST "  # the line main() prints starts with this
 CLOCK_MIN = 1735689600  # 2025-01-01: a clock before this was never set
 _PROBE = "selftest.tmp"
 
 
-def _ticks_left(board, deadline):
-    return time.ticks_diff(deadline, board.ticks_ms())
+def _elapsed(board, start):
+    return ticks_diff(board.ticks_ms(), start)
 
 
 def _wait(board, ms):
     """Let the board play patterns for ms without sleeping blindly."""
-    deadline = time.ticks_add(board.ticks_ms(), ms)
-    while _ticks_left(board, deadline) > 0:
-        board.wait(min(20, max(1, _ticks_left(board, deadline))), None)
+    start = board.ticks_ms()
+    while _elapsed(board, start) < ms:
+        board.wait(min(20, max(1, ms - _elapsed(board, start))), None)
         board.tick(board.ticks_ms())
 
 
@@ -110,7 +112,12 @@ def check_scanner(board, timeout_ms=1000):
     return "pass", str(answer) if answer is not True else "answers"
 
 
-def check_files(cfg):
+def device_path(board, path):
+    """A path from the config ("/certs/ca.pem") on this board's flash."""
+    return board.path(path[1:] if path.startswith("/") else path)
+
+
+def check_files(board, cfg):
     tls = (cfg.get("broker") or {}).get("tls")
     if not tls:
         return "n/a", "no TLS in config (plain MQTT)"
@@ -120,7 +127,7 @@ def check_files(cfg):
         if not path:
             continue
         try:
-            with open(path, "rb") as f:
+            with open(device_path(board, path), "rb") as f:
                 if not f.read(16):
                     missing.append(path + " empty")
         except OSError:
@@ -147,13 +154,15 @@ def check_operator_key(cfg):
 def check_wifi(board, cfg, wait_ms):
     if not board.HAS_WIFI:
         return "n/a", "board uses the host's network"
-    if not board.network_up():
+    if not board.network_up() and wait_ms > 0:
         board.start_network(cfg)
-        deadline = time.ticks_add(board.ticks_ms(), wait_ms)
-        while not board.network_up() and _ticks_left(board, deadline) > 0:
+        start = board.ticks_ms()
+        while not board.network_up() and _elapsed(board, start) < wait_ms:
             _wait(board, 100)
     if board.network_up():
         return "pass", "connected to " + cfg["wifi"]["ssid"]
+    if wait_ms <= 0:
+        return "fail", "not connected to " + cfg["wifi"]["ssid"]
     status = getattr(board, "wifi_status", None)
     why = (": " + status()) if status else ""
     return "fail", "not connected to %s after %d s%s (wrong password? out of range?)" % (
@@ -179,8 +188,12 @@ def check_broker(cfg, timeout_s=3):
     return "pass", "TCP connect to %s" % where
 
 
-def run(board, cfg, config_error=None, pattern=True, scanner=True, wifi_wait_ms=15000):
-    """Run every check; a failing check never stops the others."""
+def run(board, cfg, config_error=None, pattern=True, scanner=True, wifi_wait_ms=15000,
+        broker_timeout_s=3):
+    """Run every check; a failing check never stops the others. While the app
+    runs (the `selftest` command): pattern=False, scanner=False (the app owns
+    the display and the scanner line), wifi_wait_ms=0 (Wi-Fi is reported as it
+    is, not restarted); the broker check then blocks at most broker_timeout_s."""
     checks = []
 
     def add(name, result):
@@ -197,14 +210,14 @@ def run(board, cfg, config_error=None, pattern=True, scanner=True, wifi_wait_ms=
     if scanner:
         add("scanner", check_scanner(board))
     if cfg is not None:
-        add("tls", check_files(cfg))
+        add("tls", check_files(board, cfg))
         add("operator_key", check_operator_key(cfg))
         wifi = check_wifi(board, cfg, wifi_wait_ms)
         add("wifi", wifi)
         if wifi[0] == "fail":
             add("broker", ("fail", "no network (see wifi)"))
         else:
-            add("broker", check_broker(cfg))
+            add("broker", check_broker(cfg, broker_timeout_s))
     ok = True
     for c in checks:
         if c[1] == "fail":
