@@ -24,7 +24,8 @@ import pytest
 from conftest import wait_for
 from test_kioskctl_device import kioskctl, one_line_failure
 
-from host_tools.flash import APP_OFFSET, FS_OFFSET, firmware_offset
+from host_tools.errors import Failure
+from host_tools.flash import APP_OFFSET, FS_OFFSET, check_firmware, firmware_offset
 from host_tools.image import BLOCK_SIZE, read_fs_image
 from simulator.broker import Broker
 
@@ -162,6 +163,9 @@ def test_firmware_images_checked_with_esptool(tmp_path: Path, esp32_bin: Path) -
     ok_s3 = kioskctl("flash", str(s3), "--check-only")
     assert "for ESP32-S3, goes at 0x0" in ok_s3.stdout, ok_s3.stderr
     assert firmware_offset("ESP32-S2") == 0x1000 and firmware_offset("ESP32-C6") == 0x0
+    # An image for another chip than the one on the board (flash checks this once connected).
+    with pytest.raises(Failure, match="is for ESP32-S3 but the board is ESP32"):
+        check_firmware(s3.read_bytes(), "s3.bin", chip="ESP32")
 
     wrong = tmp_path / "firmware.zip"
     shutil.make_archive(str(wrong.with_suffix("")), "zip", ROOT / "hardware")
