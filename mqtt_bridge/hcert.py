@@ -235,14 +235,15 @@ def _decode(text: str) -> _Cose:
         raise _Refused("hc1_cose")
     if not isinstance(unprot, Mapping):
         raise _Refused("hc1_cose")
-    header: object = {}
+    header: Mapping[Any, Any] = {}
     if prot:
         try:
-            header = cbor2.loads(prot)
+            decoded = cbor2.loads(prot)
         except Exception:
             raise _Refused("hc1_cose") from None
-        if not isinstance(header, Mapping):
+        if not isinstance(decoded, Mapping):
             raise _Refused("hc1_cose")
+        header = decoded
     try:
         claims = cbor2.loads(payload)
     except Exception:

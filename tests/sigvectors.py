@@ -18,7 +18,7 @@ from typing import Any
 
 import cbor2
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from mqtt_bridge.documents import b64url
@@ -152,7 +152,8 @@ def _cert_entry(signer: DccSigner, **extra: Any) -> dict[str, Any]:
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         ).hex()
     else:
-        nums = key.public_numbers()  # type: ignore[union-attr]
+        assert isinstance(key, rsa.RSAPublicKey)
+        nums = key.public_numbers()
         entry["key_type"] = "rsa"
         entry["n"] = format(nums.n, "x")
         entry["e"] = nums.e
