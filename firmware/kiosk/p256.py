@@ -8,8 +8,9 @@
 # doublings (Shamir's trick). Public keys are checked to lie on the curve;
 # r and s must be in [1, n-1]. Verification only: nothing here is secret, so
 # nothing needs to be constant-time.
-# Heap: ~2 KB kept for the table of G multiples; ~3 KB of short-lived big
-# integers during a verification (make bench: hc1_verify_es256_*).
+# Heap: ~2 KB kept for the table of G multiples and up to ~2 KB for the
+# tables of the last 4 public keys; ~3 KB of short-lived big integers during
+# a verification (make bench: hc1_verify_es256_*).
 
 try:
     from micropython import const
@@ -27,6 +28,11 @@ _WG = const(6)  # wNAF width for G: table of 16 odd multiples
 _WQ = const(4)  # wNAF width for the public key: 4 odd multiples
 
 _g_table = None  # [(x, y), ...] = 1G, 3G, ..., 31G (affine), built on first use
+# Tables of the last few public keys used: a kiosk verifies with the same one
+# or two signers (and the operator's key) over and over; building a table
+# costs a field inversion (~10% of a verification).
+_KEY_CACHE = const(4)
+_q_tables = {}
 
 
 def point(pub):
@@ -191,7 +197,12 @@ def verify(pub_xy, digest, sig):
     if _g_table is None:
         _g_table = _odd_multiples(GX, GY, 1 << (_WG - 2))
     gt = _g_table
-    qt = _odd_multiples(qx, qy, 1 << (_WQ - 2))
+    qt = _q_tables.get(pub_xy)
+    if qt is None:
+        if len(_q_tables) >= _KEY_CACHE:
+            _q_tables.clear()
+        qt = _odd_multiples(qx, qy, 1 << (_WQ - 2))
+        _q_tables[pub_xy] = qt
     n1, l1 = _wnaf(u1, _WG)
     n2, l2 = _wnaf(u2, _WQ)
     X, Y, Z = 0, 1, 0
