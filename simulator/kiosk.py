@@ -211,6 +211,7 @@ class VirtualKiosk:
         self.proc: subprocess.Popen[bytes] | None = None
         self.scanner: VirtualScanner | None = None
         self.display = DisplayLog(self.state_dir / "display.jsonl")
+        self._started_at = 0
         if not self.micropython:
             self.micropython = micropython_binary()
 
@@ -231,6 +232,8 @@ class VirtualKiosk:
     def start(self) -> VirtualKiosk:
         """Write the config, create the scanner pty, boot the firmware."""
         self.write_config()
+        self.display.poll()
+        self._started_at = len(self.display.events)  # what this run shows comes after
         master, slave = os.openpty()
         tty.setraw(master)
         # Raw on the module's side too, before the firmware writes its setup
@@ -301,11 +304,13 @@ class VirtualKiosk:
             self.scanner = None
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        """Until the kiosk shows its idle screen (config read, loop running)."""
+        """Until the kiosk shows its idle screen (config read, scanner set up, loop
+        running) in this run: screens of an earlier run in the same folder do not count."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.display.poll()
-            if any(e["lines"][0].startswith("MOI QUET MA") for e in self.display.events):
+            if any(e["lines"][0].startswith("MOI QUET MA")
+                   for e in self.display.events[self._started_at:]):
                 return
             if not self.alive():
                 raise RuntimeError(f"kiosk {self.device} exited:\n{self.console()[-2000:]}")
