@@ -56,6 +56,21 @@ def present_sizes(board: Board, names: list[str]) -> dict[str, int]:
     return result if isinstance(result, dict) else {}
 
 
+def check_mpy(board: Board, bundle: Bundle) -> None:
+    """Refuse a bundle whose .mpy format the board's MicroPython cannot import."""
+    want = str(bundle.manifest.get("mpy") or "")
+    if not want:
+        return
+    raw = board.exec("import sys\nprint(getattr(sys.implementation, '_mpy', 0))").strip()
+    try:
+        has = int(raw) & 0xFF
+    except ValueError:
+        return
+    if has and str(has) != want.split(".")[0]:
+        raise Failure(f"{board.port}: the board's MicroPython imports .mpy v{has}, the bundle "
+                      f"is v{want}: flash a current MicroPython (kioskctl flash)")
+
+
 def plan(bundle: Bundle, old: dict[str, dict[str, object]], sizes: dict[str, int]) -> Plan:
     new = bundle.manifest["files"]
     assert isinstance(new, dict)
@@ -74,6 +89,7 @@ def plan(bundle: Bundle, old: dict[str, dict[str, object]], sizes: dict[str, int
 def deploy(board: Board, bundle: Bundle, progress: Progress = lambda f, s: None,
            restart: bool = True, wait_s: float = 15.0) -> str:
     """Deploy and restart; a one-line summary of what was done."""
+    check_mpy(board, bundle)
     progress(0.02, "reading the board's manifest")
     old = device_manifest(board)
     names = sorted(bundle.files)

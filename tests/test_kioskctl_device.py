@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -198,6 +199,20 @@ def test_technician_failures_are_one_line(tmp_path: Path, bundle: Path,
     finally:
         os.close(master)
         os.close(slave)
+
+    # A bundle for another MicroPython (.mpy format) than the board's.
+    old = tmp_path / "old-bundle"
+    shutil.copytree(bundle, old)
+    manifest = json.loads((old / MANIFEST).read_text())
+    manifest["mpy"] = "5.0"
+    (old / MANIFEST).write_text(json.dumps(manifest))
+    other = VirtualDevice(tmp_path / "flash-other").start()
+    try:
+        one_line_failure(kioskctl("deploy", "--port", other.port, "--bundle", str(old)),
+                         "the bundle is v5.0", "flash a current MicroPython")
+        assert not (other.root / "main.py").exists()
+    finally:
+        other.stop()
 
     # No port at all, and a bundle that is not one.
     one_line_failure(kioskctl("deploy", "--bundle", str(bundle)), "no port given")
