@@ -11,6 +11,7 @@ from the backend's status API.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import time
@@ -21,7 +22,8 @@ import httpx
 import pytest
 from conftest import BRIDGE_PASSWORD, wait_for
 
-from kiosk.journal import pending_in  # the firmware's own journal code, on CPython
+from kiosk.journal import pending_in
+from kiosk.policy import DEFAULT_BODY  # the firmware's own journal code, on CPython
 from mqtt_bridge.documents import save_private_key
 from mqtt_bridge.verify import answer_from_status
 from simulator import codes as sample_codes
@@ -42,14 +44,20 @@ pytestmark = pytest.mark.e2e
 def stack(
     tmp_path: Path, broker: Broker, backend: ServiceProcess
 ) -> Iterator[tuple[Broker, ServiceProcess, ServiceProcess]]:
-    # The operator's key and trust list: the bridge signs and publishes it (retained).
+    # The operator's key, policy and trust list: the bridge signs and publishes them
+    # (retained). The policy is the kiosks' default with generous online deadlines, so
+    # a busy test host cannot turn an answer into a timeout.
     docs = tmp_path / "operator"
     docs.mkdir()
     save_private_key(sample_codes.test_pki().operator_key, docs / "operator.pem")
+    policy = copy.deepcopy(DEFAULT_BODY)
+    policy["levels"]["2"]["identity"]["deadline_ms"] = 8000
+    (docs / "policy.json").write_text(json.dumps(policy))
     (docs / "trust.json").write_text(json.dumps(SampleFactory.trust_body()))
     bridge = start_bridge(tmp_path / "bridge", broker.port, BRIDGE_PASSWORD, backend.url,
                           ["--operator-key", str(docs / "operator.pem"),
-                           "--trust", str(docs / "trust.json")])
+                           "--policy", str(docs / "policy.json"),
+                           "--trust", str(docs / "trust.json"), "--verify-deadline", "6"])
     try:
         yield broker, backend, bridge
     finally:
@@ -95,7 +103,8 @@ def test_two_hundred_codes_from_scanner_to_backend(
     kiosk.start()
     try:
         kiosk.wait_ready()
-        wait_for(lambda: re.search(r"trust document \d+ in use", kiosk.console()),
+        wait_for(lambda: re.search(r"trust document \d+ in use", kiosk.console())
+                 and re.search(r"policy document \d+ in use", kiosk.console()),
                  what="the trust list the bridge published, verified by the kiosk")
         # The emulator builds its people on first use (seconds of CPU, more on a busy host).
         httpx.get(backend.url + "/api/v1/status/warm-up", timeout=60)
