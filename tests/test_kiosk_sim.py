@@ -166,6 +166,13 @@ def test_scans_work_offline_and_are_sent_after_the_broker_appears(tmp_path: Path
         bridge = AckingBridge(broker.port)
         wait_for(lambda: len(bridge.unique()) == 5, timeout=60, what="replay after reconnect")
         assert [bridge.unique()[i + 1]["id"] for i in range(5)] == [s.ident for s in samples]
+        # Decided without the network: certificates verified on the kiosk, identity
+        # codes admitted by the offline rule and flagged for post-inspection.
+        for i, s in enumerate(samples, start=1):
+            got = bridge.unique()[i]
+            want = (("pass", "verified", None) if s.type == "hc1"
+                    else ("pass", "unverified", "offline"))
+            assert (got["verdict"], got["how"], got.get("reason")) == want, s.label
     finally:
         kiosk.stop()
         if bridge:
