@@ -156,6 +156,13 @@ class FleetTracker:
         with self._lock:
             self._row(device)["last_seen"] = time.time()
 
+    def seen_many(self, devices: set[str]) -> None:
+        """Several devices sent something (one call per spool commit)."""
+        now = time.time()
+        with self._lock:
+            for device in devices:
+                self._row(device)["last_seen"] = now
+
     def online_count(self) -> int:
         """Kiosks whose last status is `online`."""
         with self._lock:

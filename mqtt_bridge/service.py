@@ -70,7 +70,7 @@ class BridgeConfig:
     verify_enabled: bool = True
     verify_deadline: float = 0.5
     verify_cache_ttl: float = 60.0
-    verify_workers: int = 16
+    verify_workers: int = 4
     #: Signed fleet documents: operator key and the bodies published at startup.
     operator_key: Path | None = None
     policy_file: Path | None = None

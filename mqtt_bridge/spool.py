@@ -117,14 +117,12 @@ class Spool:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                new = 0
-                for row in rows:
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO pending (device, seq, body, received_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        row,
-                    )
-                    new += cur.rowcount
+                # executemany's rowcount is the total of rows inserted (ignored ones: 0).
+                new = self._db.executemany(
+                    "INSERT OR IGNORE INTO pending (device, seq, body, received_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    rows,
+                ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -150,11 +148,9 @@ class Spool:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                removed = 0
-                for key in keys:
-                    removed += self._db.execute(
-                        "DELETE FROM pending WHERE device = ? AND seq = ?", key
-                    ).rowcount
+                removed = self._db.executemany(
+                    "DELETE FROM pending WHERE device = ? AND seq = ?", keys
+                ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -174,6 +174,8 @@ STATUS_SEED = 2021
 STATUS_KIOSKS = 16
 STATUS_SAMPLES_PER_KIOSK = 300
 ID_MAX = 64
+#: Most identifiers in one POST /api/v1/status.
+MAX_STATUS_BATCH = 100
 
 
 def sample_people(
@@ -440,6 +442,25 @@ def create_app(
         if not await run_in_threadpool(people.known, identifier):
             return _error(404, "unknown identifier")
         return JSONResponse(person_status(identifier))
+
+    @app.post("/api/v1/status")
+    async def post_status(request: Request) -> Response:
+        """Several people at once: `{"ids": [...]}` -> `{"v":1,"status":[{...}|null, ...]}`."""
+        refused = await guard(request, "status")
+        if refused is not None:
+            return refused
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "body: not JSON")
+        ids = body.get("ids") if isinstance(body, dict) and set(body) == {"ids"} else None
+        if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_STATUS_BATCH:
+            return _error(400, f'body: {{"ids": [1-{MAX_STATUS_BATCH} identifiers]}}')
+        if not all(isinstance(i, str) and 1 <= len(i) <= ID_MAX for i in ids):
+            return _error(400, f"ids: each a string of 1-{ID_MAX} characters")
+        known = await run_in_threadpool(lambda: [people.known(i) for i in ids])
+        results = [person_status(i) if k else None for i, k in zip(ids, known, strict=True)]
+        return JSONResponse({"v": 1, "status": results})
 
     @app.post("/oauth/token")
     async def token(request: Request) -> Response:
