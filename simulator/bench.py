@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from simulator.bench_bridge import run as bench_bridge
+from simulator.bench_resilience import run as bench_resilience
 from simulator.bench_tools import bench_tools
 from simulator.bench_verdict import bench_verdict
 from simulator.bench_verify import bench_verify
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_path(results, work)
         bench_tools(results, work)  # simulator/bench_tools.py: kioskctl build/image/deploy
         bench_bridge(results, work)  # simulator/bench_bridge.py: rates, ceiling, online check
+        bench_resilience(results, work / "resilience")  # journal rates, failing network, heap
     if args.json:
         args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                          "results": results}, indent=2) + "\n")

@@ -198,4 +198,8 @@ def main(board):
         Kiosk(board, cfg).run()
     except Exception as e:  # a crash outside the loop's guard: note it, reset
         log.error("app", "crash: %r" % (e,))
+        import sys
+
+        if hasattr(sys, "print_exception"):
+            sys.print_exception(e)  # files and lines only, never data values
         board.reset("crash")

@@ -18,10 +18,16 @@
 # passes idle=True); an IP literal needs no DNS at all.
 # Heap: the 48-byte packet, one UDP socket while a request is out; ~0.5 KB.
 
+import random
 import select
 import socket
 import struct
 import time
+
+from kiosk.ticks import ticks_diff
+
+# ticks_add: MicroPython's wrapping ticks on the device, plain integers on CPython.
+ticks_add = getattr(time, "ticks_add", None) or (lambda a, b: a + b)
 
 try:
     from typing import Callable  # for type checkers; MicroPython ignores annotations
@@ -105,7 +111,7 @@ class Clock:
     def service(self, now, idle=True):
         """Advance uptime; send or collect an SNTP exchange. Never blocks (except a
         first DNS lookup of a server name, done only when idle)."""
-        d = time.ticks_diff(now, self._last)
+        d = ticks_diff(now, self._last)
         if d > 0:
             self._ms += d
         self._last = now
@@ -114,38 +120,37 @@ class Clock:
         if self._sock is not None:
             if self._poll.poll(0):
                 self._receive(now)
-            elif time.ticks_diff(now, self._sent_at) > RETRY_MS:
+            elif ticks_diff(now, self._sent_at) > RETRY_MS:
                 self._close()
                 self._host = (self._host + 1) % len(self.hosts)  # try the next server
                 self._addr = None
             return
-        if time.ticks_diff(now, self._next) >= 0 and self.board.network_up():
+        if ticks_diff(now, self._next) >= 0 and self.board.network_up():
             self._request(now, idle)
 
     def _request(self, now, idle):
         host, port = _split(self.hosts[self._host])
-        if self._addr is None or time.ticks_diff(now, self._addr_at) > DNS_TTL_MS:
+        if self._addr is None or ticks_diff(now, self._addr_at) > DNS_TTL_MS:
             if not _is_ip(host) and not idle:
                 return  # a name lookup may block: wait until no verdict is shown
             try:
                 self._addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
                 self._addr_at = now
             except OSError:
-                self._next = time.ticks_add(now, RETRY_MS)
+                self._next = ticks_add(now, RETRY_MS)
                 self._host = (self._host + 1) % len(self.hosts)
                 return
         pkt = bytearray(48)
         pkt[0] = 0x1B  # LI 0, version 3, mode 3 (client)
         # Random transmit timestamp: the answer must echo it (originate field).
-        self._nonce = bytes(struct.pack("!II", time.ticks_ms() & 0xFFFFFFFF,
-                                        self._ms & 0xFFFFFFFF))
+        self._nonce = struct.pack("!II", random.getrandbits(32), random.getrandbits(32))
         pkt[40:48] = self._nonce
         try:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setblocking(False)
             s.sendto(pkt, self._addr)
         except OSError:
-            self._next = time.ticks_add(now, RETRY_MS)
+            self._next = ticks_add(now, RETRY_MS)
             return
         self._sock = s
         self._poll = select.poll()
@@ -169,11 +174,11 @@ class Clock:
         secs = struct.unpack_from("!I", data, 40)[0] if ok else 0
         unix = secs - NTP_DELTA
         if not ok or unix < MIN_UNIX:
-            self._next = time.ticks_add(now, RETRY_MS)  # bogus or unset server: ignore
+            self._next = ticks_add(now, RETRY_MS)  # bogus or unset server: ignore
             return
         # Half the round trip has passed since the server stamped it.
-        unix += (time.ticks_diff(now, self._sent_at) // 2 + 500) // 1000
+        unix += (ticks_diff(now, self._sent_at) // 2 + 500) // 1000
         self.syncs += 1
         self._set(unix, "ntp")
         self.board.set_rtc(unix)
-        self._next = time.ticks_add(now, RESYNC_MS)
+        self._next = ticks_add(now, RESYNC_MS)

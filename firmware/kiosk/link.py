@@ -41,7 +41,7 @@ except ImportError:  # CPython (host tests and tools)
 MAX_INFLIGHT = const(32)  # check-ins published, bridge's ack not yet in
 RESEND_MS = const(20000)
 BACKOFF_MIN_MS = const(500)
-HEAP_SAMPLE_MS = const(1000)
+HEAP_SAMPLE_MS = const(5000)
 REBOOT_DELAY_MS = const(500)  # let the command's reply go out first
 
 
@@ -260,8 +260,10 @@ class Link:
     def service(self, now, idle):
         """Once per loop pass. idle: no verdict on screen (a name lookup may block)."""
         mq = self.mqtt
-        if time.ticks_diff(now, self.t_heap) >= HEAP_SAMPLE_MS:
+        if idle and time.ticks_diff(now, self.t_heap) >= HEAP_SAMPLE_MS:
+            # Collect while nobody waits (a few ms), then note the live low-water mark.
             self.t_heap = now
+            gc.collect()
             free = gc.mem_free()
             if free < self.heap_min:
                 self.heap_min = free
