@@ -86,6 +86,11 @@ class Board:
         self.out = bytearray()  # to the serial port
         self.into = bytearray()  # from the serial port to the REPL
         self.held = bytearray()  # typed after ctrl-C, before the REPL is up
+        # The unix port sets its terminal raw with TCSAFLUSH when its REPL starts, which
+        # drops input typed before: hold it until the REPL has shown its first prompt.
+        self.repl_ready = False
+        self.ready_at = 0.0
+        self.tail = b""  # last bytes of console output, to see a prompt split across reads
 
     @property
     def port(self) -> str:
@@ -126,6 +131,8 @@ class Board:
 
     def _repl(self) -> None:
         self.mode = "repl"
+        self.repl_ready = False
+        self.tail = b""
         self._spawn(None)
         self.into += self.held
         self.held.clear()
@@ -162,6 +169,11 @@ class Board:
                 return
             if not data:
                 return
+            if self.mode == "repl" and not self.repl_ready:
+                self.tail = (self.tail + data)[-16:]
+                if b">>> " in self.tail:
+                    self.repl_ready = True
+                    self.ready_at = time.monotonic() + 0.03  # its raw mode is set after the prompt
             self._emit(data)
 
     def _from_port(self, data: bytes) -> None:
@@ -195,9 +207,10 @@ class Board:
         poll = select.poll()
         while True:
             poll.register(self.ser_m, select.POLLIN | (select.POLLOUT if self.out else 0))
-            wants_in = self.into and self.mode == "repl"
+            wants_in = (self.into and self.mode == "repl" and self.repl_ready
+                        and time.monotonic() >= self.ready_at)
             poll.register(self.con_m, select.POLLIN | (select.POLLOUT if wants_in else 0))
-            for fd, ev in poll.poll(50):
+            for fd, ev in poll.poll(10 if self.into else 50):
                 if fd == self.ser_m and ev & select.POLLIN:
                     with contextlib.suppress(BlockingIOError):
                         self._from_port(os.read(self.ser_m, 4096))
@@ -205,7 +218,7 @@ class Board:
                     self._write_port()
                 if fd == self.con_m and ev & select.POLLIN:
                     self._drain_console()
-                if fd == self.con_m and ev & select.POLLOUT and self.into:
+                if fd == self.con_m and ev & select.POLLOUT and wants_in:
                     with contextlib.suppress(BlockingIOError):
                         del self.into[: os.write(self.con_m, self.into)]
             if self.out and len(self.out) >= _OUT_CAP and self.mode != "repl":
