@@ -286,3 +286,14 @@ def test_oauth2_client_credentials_guard_the_api(tmp_path: Path) -> None:
         assert revoked.status_code == 401 and "invalid_token" in revoked.headers["WWW-Authenticate"]
     finally:
         service.stop()
+
+
+def test_status_batch_lookup(backend: ServiceProcess) -> None:
+    from simulator.backend import person_status, sample_people
+
+    known = [ident for _, ident in sample_people()[:3]]
+    response = http.post(f"{backend.url}/api/v1/status", json={"ids": [*known, "000000000000"]})
+    assert response.status_code == 200
+    assert response.json() == {"v": 1, "status": [*(person_status(i) for i in known), None]}
+    for bad in ({"ids": []}, {"ids": ["x"] * 101}, {"ids": [1]}, {"ids": ["9" * 65]}, {"x": 1}):
+        assert http.post(f"{backend.url}/api/v1/status", json=bad).status_code == 400, bad
