@@ -14,8 +14,9 @@
 #
 # A kiosk that holds no policy yet uses DEFAULT_BODY. parse() never raises
 # on bad input: it returns (None, "field: what is wrong").
-# Heap: the parsed body (< 2 KB for a typical policy) plus 32 bytes per deny
-# list entry, kept as one sorted bytes object (binary search, no set).
+# Heap: the active level's rules (< 1 KB) plus 32 bytes per deny list entry,
+# kept as one sorted bytes object (binary search, no set); while parsing, the
+# whole body as JSON objects (a few KB, garbage afterwards).
 
 import binascii
 import hashlib
@@ -26,7 +27,9 @@ except ImportError:  # CPython (host tests and tools)
     def const(x):
         return x
 
-MAX_DENY = const(4096)  # entries; a 16 KiB document holds far fewer anyway
+# Deny list entries. A 16 KiB document holds about 180 anyway; this bounds the
+# heap (32 bytes each) whatever the document size limit becomes.
+MAX_DENY = const(512)
 _HASH = const(32)
 
 ADMIT_UNVERIFIED = "admit_unverified"
@@ -229,7 +232,7 @@ class Policy:
     """A validated policy body. `rules` is the active level's object."""
 
     def __init__(self, body, salt, deny, deny_count):
-        self.body = body
+        # Only what is used is kept: not the body's deny list in hex (3x the digests).
         self.level = body["level"]
         self.rules = body["levels"][str(self.level)]
         self.dedup_s = body.get("dedup_s", 30)
