@@ -153,7 +153,7 @@ _installed = threading.Lock()
 _logger_set = False
 
 
-def _install_logger() -> None:
+def install_logger() -> None:
     global _logger_set
     with _installed:
         if not _logger_set:
@@ -177,7 +177,7 @@ def connect(port: str, baud: int, attempts: int, before: str) -> Any:
     """detect_chip + stub, or a Failure saying why no chip answered."""
     from esptool.cmds import detect_chip, run_stub
 
-    _install_logger()
+    install_logger()
     try:
         esp = detect_chip(port, 115200, before, connect_attempts=attempts)
         esp = run_stub(esp)

@@ -19,7 +19,7 @@ from pathlib import Path
 from littlefs import LittleFS, LittleFSError
 
 from host_tools.errors import Failure
-from host_tools.flash import FS_OFFSET, check_firmware, chip_key, firmware_offset
+from host_tools.flash import FS_OFFSET, check_firmware, chip_key, firmware_offset, install_logger
 
 BLOCK_SIZE = 4096
 READ_SIZE = 32  # VfsLfs2(readsize=32)
@@ -80,6 +80,7 @@ def merged_image(firmware: bytes, name: str, fs: bytes, fs_offset: int = FS_OFFS
 
     chip = check_firmware(firmware, name)
     offset = firmware_offset(chip)
+    install_logger()  # esptool's messages are not the technician's
     if offset + len(firmware) > fs_offset:
         raise Failure(f"{name} ({len(firmware) // 1024} KB) overlaps the filesystem at "
                       f"{fs_offset:#x}")

@@ -254,3 +254,63 @@ def test_tls_material_from_the_fleet_ca(tmp_path: Path) -> None:
     assert registry["tls"] and registry["via"] == "image"
     passwd = kioskctl("fleet", "passwd", "--fleet", str(fleet))
     assert passwd.stdout.startswith("kiosk-tls-0001:$7$101$")
+
+
+class FakeESP:
+    """What esptool's detect_chip returns, for a chip that is not there."""
+
+    def __init__(self, chip: str) -> None:
+        self.CHIP_NAME = chip
+        self.IS_STUB = False
+        self.closed = False
+        self._port = self
+
+    def change_baud(self, baud: int) -> None:
+        self.baud = baud
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("chip,image_chip,offset", [("ESP32", "esp32", 0x1000),
+                                                    ("ESP32-S3", "esp32s3", 0x0)])
+def test_flash_drives_esptool_with_the_right_offset(monkeypatch: pytest.MonkeyPatch, chip: str,
+                                                    image_chip: str, offset: int) -> None:
+    import esptool.cmds
+
+    from host_tools import flash
+
+    calls: list[tuple[str, object]] = []
+    esp = FakeESP(chip)
+
+    def write_flash(e: FakeESP, parts: list[tuple[int, bytes]], **kw: object) -> None:
+        from esptool.logger import log
+
+        log.progress_bar(1, 2, prefix="Writing")  # esptool's own progress reaches ours
+        calls.append(("write", [(a, len(d)) for a, d in parts]))
+
+    monkeypatch.setattr(esptool.cmds, "detect_chip",
+                        lambda port, baud, mode, connect_attempts: calls.append(
+                            ("detect", (port, mode, connect_attempts))) or esp)
+    monkeypatch.setattr(esptool.cmds, "run_stub", lambda e: calls.append(("stub", None)) or e)
+    monkeypatch.setattr(esptool.cmds, "erase_flash", lambda e: calls.append(("erase", None)))
+    monkeypatch.setattr(esptool.cmds, "write_flash", write_flash)
+    monkeypatch.setattr(esptool.cmds, "reset_chip", lambda e, mode: calls.append(("reset", mode)))
+    image = esp_image(image_chip)
+    seen: list[str] = []
+    summary = flash.flash("/dev/ttyFAKE0", image, "fw.bin", erase=True, fs_image=b"\xff" * 8192,
+                          attempts=2, progress=lambda f, what: seen.append(what))
+    assert calls == [("detect", ("/dev/ttyFAKE0", "default-reset", 2)), ("stub", None),
+                     ("erase", None), ("write", [(offset, len(image)), (FS_OFFSET, 8192)]),
+                     ("reset", "hard-reset")]
+    assert esp.closed and esp.baud == 460800
+    assert "Writing" in seen and "erasing the flash" in seen
+    assert f"written at {offset:#x} + filesystem at {FS_OFFSET:#x}" in summary
+
+    # The board turns out to be another chip than the image's: refused before writing.
+    calls.clear()
+    other = FakeESP("ESP32-C3")
+    monkeypatch.setattr(esptool.cmds, "detect_chip", lambda *a, **k: other)
+    with pytest.raises(Failure, match="but the board is ESP32-C3"):
+        flash.flash("/dev/ttyFAKE0", image, "fw.bin")
+    assert not [c for c in calls if c[0] in ("erase", "write")] and other.closed
