@@ -181,7 +181,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     ports = _ports(args)
     ids = dict(zip(ports, _device_ids(args.device, args.first, len(ports)), strict=True))
-    fleet = _fleet(args).ensure()
+    fleet = _fleet(args)
+    settings = _settings(args, None)
+    for device in ids.values():
+        provision.precheck(settings, device, args.gate)  # before any board or secret
+    fleet.ensure()
     settings = _settings(args, fleet)
     password = os.environ.get(BROKER_PASSWORD_ENV)
 

@@ -139,6 +139,15 @@ class Provisioned:
     entry: dict[str, Any]  # its fleet registry entry
 
 
+def precheck(settings: Settings, device: str, gate: str, need_wifi: bool = False,
+             firmware: Path = FIRMWARE_DIR) -> None:
+    """Refuse a config the firmware would refuse, before any board or secret is touched."""
+    probe: dict[str, Any] = copy.deepcopy(settings.site)
+    probe.update(device=device, gate=gate)
+    probe.setdefault("broker", {}).setdefault("password", "x")
+    _checked(firmware_config_module(firmware), probe, need_wifi)
+
+
 def make_device(fleet: Fleet, settings: Settings, device: str, gate: str, *,
                 need_wifi: bool, password: str | None = None, rotate: bool = False,
                 firmware: Path = FIRMWARE_DIR) -> Provisioned:
