@@ -149,6 +149,10 @@ class _Logger(TemplateLogger):
         pass
 
 
+def _route_line(text: str) -> None:
+    _route.lines.append(text)
+
+
 _installed = threading.Lock()
 _logger_set = False
 
@@ -158,6 +162,11 @@ def install_logger() -> None:
     with _installed:
         if not _logger_set:
             log.set_logger(_Logger())
+            # ResetStrategy bound esptool's own logger at import: route its warning too.
+            import esptool.reset
+            from esptool.util import PrintOnce
+
+            esptool.reset.ResetStrategy.print_once = PrintOnce(_route_line)
             _logger_set = True
 
 
@@ -167,6 +176,9 @@ def _esptool_failure(port: str, e: BaseException) -> Failure:
         return Failure(f"no chip answered on {port}: hold BOOT, tap EN/RESET, release BOOT "
                        "and try again (or check the cable)")
     lowered = text.lower()
+    if "md5" in lowered and "match" in lowered:
+        return Failure(f"{port}: what was written did not verify (MD5 differs): flash again; "
+                       "if it repeats, the board's flash or the cable is failing")
     if ("could not open" in lowered or "exclusively lock" in lowered or "busy" in lowered
             or "no such file" in lowered or "errno" in lowered):
         return port_problem(port, e)

@@ -7,6 +7,9 @@
 - Firmware images are checked with esptool's own image loader; ESP32 images
   for the tests are made with esptool's image classes and merge_bin (same
   layout as MicroPython's: bootloader at the chip's offset, app at 0x10000).
+- `kioskctl flash` drives esptool against virtual ESP32s (simulator/esp_rom.py:
+  esptool's serial protocol on a pty), three in parallel: detect, erase, write,
+  verify; a flash that does not keep what was written fails the verification.
 - A port where no chip answers, a wrong or damaged firmware file, code that
   is not MicroPython: one line and a non-zero exit.
 """
@@ -314,3 +317,36 @@ def test_flash_drives_esptool_with_the_right_offset(monkeypatch: pytest.MonkeyPa
     with pytest.raises(Failure, match="but the board is ESP32-C3"):
         flash.flash("/dev/ttyFAKE0", image, "fw.bin")
     assert not [c for c in calls if c[0] in ("erase", "write")] and other.closed
+
+
+def test_flash_three_virtual_esp32s_in_parallel(tmp_path: Path, esp32_bin: Path) -> None:
+    from simulator.esp_rom import VirtualESP32
+
+    fs = tmp_path / "fs.img"
+    fs.write_bytes(b"\x5a" * (64 * 1024))
+    chips = [VirtualESP32().start() for _ in range(3)]
+    try:
+        ports = [a for c in chips for a in ("--port", c.port)]
+        proc = kioskctl("flash", str(esp32_bin), *ports, "--erase", "--fs-image", str(fs),
+                        "--before", "no-reset", "--connect-attempts", "1")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "3 of 3 boards ok" in proc.stdout
+        assert proc.stderr == ""  # esptool's own chatter stays out of the technician's way
+        firmware = esp32_bin.read_bytes()
+        for chip in chips:
+            assert chip.erased
+            assert chip.flash[0x1000:0x1000 + len(firmware)] == firmware
+            assert chip.flash[FS_OFFSET:FS_OFFSET + 64 * 1024] == fs.read_bytes()
+            assert 0x13 in chip.commands  # esptool verified what it wrote (SPI_FLASH_MD5)
+    finally:
+        for chip in chips:
+            chip.stop()
+
+    # A flash that does not keep what was written: the verification says so, in one line.
+    bad = VirtualESP32(bad_flash=True).start()
+    try:
+        one_line_failure(kioskctl("flash", str(esp32_bin), "--port", bad.port,
+                                  "--before", "no-reset", "--connect-attempts", "1"),
+                         bad.port, "did not verify")
+    finally:
+        bad.stop()
