@@ -163,7 +163,7 @@ class Kiosk:
         if err:
             self.scanner_fault = "scanner"  # the kiosk runs on; staff see the fault
             log.error("scanner", "GM65 setup failed: " + err)
-        self.gate.start()  # the stored policy and trust list, verified again
+        self.gate.start(not self.safe_mode)  # the stored policy and trust list, verified again
         self.board.show(ui.scanner_fault() if err else ui.idle(self.cfg["gate"]))
         self.shown_at = self.board.ticks_ms() if err else None
         if self.safe_mode:

@@ -42,9 +42,19 @@ class Gate:
         self.online = online.Online(cfg["device"])
         self.seen = dedup.Dedup()
         self.repeats = 0
+        # Safe mode (kiosk/health.py) turns this off: identity codes go straight
+        # to the offline rule.
+        self.online_enabled = True
 
-    def start(self):
-        self.fleet.load(self.now())
+    def start(self, load_documents=True):
+        """At boot: the stored documents, unless in safe mode (a document that
+        crashed the kiosk must not crash it again): then the built-in policy,
+        no trust list and no online checks."""
+        if load_documents:
+            self.fleet.load(self.now())
+        else:
+            self.online_enabled = False
+            log.warn("fleet", "safe mode: built-in policy, no trust list")
 
     def busy(self):
         """True while an online check is pending: further scans wait."""
@@ -71,7 +81,7 @@ class Gate:
         if not res.needs_online:
             self._settle(Decision(code, res, key), now_ms)
             return
-        if self.mqtt.state != UP:  # only then can an answer come
+        if self.mqtt.state != UP or not self.online_enabled:  # else no answer can come
             self._settle(Decision(code, verdict.offline_rule(res, "offline"), key), now_ms)
             return
         payload = self.online.request(code, res, now_ms, Decision(code, None, key))
