@@ -23,8 +23,9 @@
 # IP literal needs no lookup at all.
 # TLS: ssl.SSLContext(PROTOCOL_TLS_CLIENT) with the pinned CA
 # (load_verify_locations, CERT_REQUIRED) and the device's certificate and key
-# (load_cert_chain); the handshake runs non-blocking (do_handshake_on_connect
-# False) inside the first reads and writes. mbedTLS needs ~20-25 KB outside
+# (load_cert_chain), given as DER (PEM files are converted: der_file()); the
+# handshake runs non-blocking (do_handshake_on_connect False) inside the
+# first reads and writes. mbedTLS needs ~20-25 KB outside
 # the GC heap on ESP32 while connected.
 # Heap: the in-flight table (MAX_INFLIGHT check-ins, ~300 bytes each), the
 # buffers (IN_MAX, OUT_MAX worst case, ~1 KB typical).
@@ -88,6 +89,24 @@ def is_ip(host):
     return True
 
 
+def der_file(path):
+    """A certificate or key file's DER bytes; PEM is converted here (its first
+    block), since some MicroPython builds leave mbedTLS's PEM parser out."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(b"-----BEGIN"):
+        return data
+    import binascii
+
+    lines = data.split(b"\n")
+    body = []
+    for line in lines[1:]:
+        if line.startswith(b"-----END"):
+            break
+        body.append(line.strip())
+    return binascii.a2b_base64(b"".join(body))
+
+
 def packet(first, body):
     """One MQTT packet: fixed header byte, remaining length, body."""
     return bytes([first]) + _remaining(len(body)) + body
@@ -145,9 +164,9 @@ class MQTTClient:
 
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(cafile=self.tls["ca"])
+            ctx.load_verify_locations(cadata=der_file(self.tls["ca"]))
             if self.tls.get("cert"):
-                ctx.load_cert_chain(self.tls["cert"], self.tls["key"])
+                ctx.load_cert_chain(der_file(self.tls["cert"]), der_file(self.tls["key"]))
             self._ctx = ctx
         return self._ctx
 
@@ -288,6 +307,9 @@ class MQTTClient:
                 return  # TLS: handshake or socket buffer busy
             self._down("write: %s" % e)
             return
+        except ValueError as e:  # MicroPython's TLS: the broker's certificate failed
+            self._down("tls: %s" % str(e).strip())
+            return
         if n:
             self._out = self._out[n:]
             self._t_sent = time.ticks_ms()
@@ -302,6 +324,9 @@ class MQTTClient:
             if e.args[0] == errno.EAGAIN:
                 return True
             self._down("read: %s" % e)
+            return False
+        except ValueError as e:  # MicroPython's TLS: the broker's certificate failed
+            self._down("tls: %s" % str(e).strip())
             return False
         if n is None:  # nothing there (non-blocking)
             return True
