@@ -29,9 +29,11 @@ FS_SIZE = 2 * 1024 * 1024
 DISK_VERSION = 0x00020000  # littlefs 2.0 on-disk format: every MicroPython 1.x mounts it
 
 
-def lfs_geometry(size: int) -> dict[str, int]:
-    return {"block_size": BLOCK_SIZE, "block_count": size // BLOCK_SIZE, "read_size": READ_SIZE,
-            "prog_size": PROG_SIZE, "lookahead_size": LOOKAHEAD, "disk_version": DISK_VERSION}
+def _lfs(size: int, *, mount: bool = True, disk_version: int = DISK_VERSION) -> LittleFS:
+    """A LittleFS with MicroPython's geometry; disk_version 0 = whatever the image has."""
+    return LittleFS(mount=mount, block_size=BLOCK_SIZE, block_count=size // BLOCK_SIZE,
+                    read_size=READ_SIZE, prog_size=PROG_SIZE, lookahead_size=LOOKAHEAD,
+                    disk_version=disk_version)
 
 
 def build_fs_image(files: dict[str, bytes], size: int = FS_SIZE) -> bytes:
@@ -39,7 +41,7 @@ def build_fs_image(files: dict[str, bytes], size: int = FS_SIZE) -> bytes:
     if size % BLOCK_SIZE or size < 16 * BLOCK_SIZE:
         raise Failure(f"filesystem size {size} must be a multiple of {BLOCK_SIZE}, "
                       f"at least {16 * BLOCK_SIZE}")
-    fs = LittleFS(**lfs_geometry(size))
+    fs = _lfs(size)
     try:
         for name in sorted(files):
             parent = ""
@@ -58,9 +60,8 @@ def build_fs_image(files: dict[str, bytes], size: int = FS_SIZE) -> bytes:
 
 def read_fs_image(data: bytes) -> dict[str, bytes]:
     """Every file in a LittleFS image made with this geometry (tests, `kioskctl image --list`)."""
-    geometry = lfs_geometry(len(data))
-    del geometry["disk_version"]  # MicroPython may have moved it to littlefs 2.1 on writing
-    fs = LittleFS(mount=False, **geometry)
+    # disk_version 0: MicroPython may have moved the image to littlefs 2.1 when writing it.
+    fs = _lfs(len(data), mount=False, disk_version=0)
     fs.context.buffer[:] = data
     fs.mount()
     out: dict[str, bytes] = {}
