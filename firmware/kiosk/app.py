@@ -137,7 +137,8 @@ class Kiosk:
         while frames and not self.gate.busy():  # one person at a time at the gate
             self.handle_frame(frames.pop(0))
         self.gate.poll(now)
-        if self.shown_at is not None and time.ticks_diff(now, self.shown_at) > SHOW_MS:
+        if (self.shown_at is not None and time.ticks_diff(now, self.shown_at) > SHOW_MS
+                and not self.gate.busy()):  # "checking" stays up until the verdict
             self.shown_at = None
             board.show(self._idle_screen())
         idle = self.shown_at is None  # a blocking DNS lookup only with nothing on screen
