@@ -15,6 +15,7 @@ talks to.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import warnings
 from typing import Any
@@ -57,6 +58,9 @@ class BackendClient:
         if token_url and not (client_id and client_secret):
             raise ValueError("OAuth2: token_url needs client_id and client_secret")
         self.base_url = base_url.rstrip("/")
+        tls: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else True
+        )
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
@@ -72,12 +76,12 @@ class BackendClient:
                 token_endpoint=token_url,
                 grant_type="client_credentials",
                 leeway=token_leeway,
-                verify=verify,
+                verify=tls,
                 timeout=timeout,
                 limits=limits,
             )
         else:
-            self._client = httpx.Client(verify=verify, timeout=timeout, limits=limits)
+            self._client = httpx.Client(verify=tls, timeout=timeout, limits=limits)
 
     def _fetch_token(self, stale: object = None) -> None:
         with self._token_lock:

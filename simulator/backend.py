@@ -553,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         f" from ${SECRET_ENV}",
     )
     parser.add_argument("--token-ttl", type=int, default=3600, help="seconds (default: 3600)")
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate")
+    parser.add_argument("--tls-key", type=Path, help="... and this PEM private key")
     parser.add_argument(
         "--log-level", default="info", type=str.lower, choices=["debug", "info", "warning"]
     )
@@ -574,9 +576,20 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.Error as exc:
         print(f"backend: error: cannot open {args.db}: {exc}", file=sys.stderr)
         return 2
-    log.info("city-backend emulator listening on http://%s:%d", args.host, args.port)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    scheme = "https" if args.tls_cert else "http"
+    log.info("city-backend emulator listening on %s://%s:%d", scheme, args.host, args.port)
     # Access log off: one line per request is noise next to the bridge's own summaries.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level=args.log_level)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        log_level=args.log_level,
+        ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
+        ssl_keyfile=str(args.tls_key) if args.tls_key else None,
+    )
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -138,15 +139,20 @@ def start_backend(
     client_id: str | None = None,
     client_secret: str | None = None,
     token_ttl: int | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> ServiceProcess:
     """Start `python -m simulator.backend` on loopback; return once /healthz answers.
 
     The database is `<state_dir>/backend.sqlite3`, so a restart on the same
     folder keeps every check-in. `port=None` picks a free port. With
-    `client_id`/`client_secret` the API requires OAuth2 bearer tokens.
+    `client_id`/`client_secret` the API requires OAuth2 bearer tokens. With
+    `tls=(cert, key, ca)` it serves HTTPS (the URL is https://, readiness is
+    checked against `ca`).
     """
     extra: list[str] = []
     env: dict[str, str] = {}
+    if tls:
+        extra += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     if client_id:
         extra += ["--client-id", client_id]
         env[BACKEND_SECRET_ENV] = client_secret or ""
@@ -157,7 +163,9 @@ def start_backend(
     attempts = 1 if port else 3
     for attempt in range(attempts):
         try:
-            return _start_backend_once(state_dir, port or free_port(), timeout, extra, env)
+            return _start_backend_once(
+                state_dir, port or free_port(), timeout, extra, env, tls[2] if tls else None
+            )
         except ServiceError:
             if attempt == attempts - 1:
                 raise
@@ -165,7 +173,12 @@ def start_backend(
 
 
 def _start_backend_once(
-    state_dir: Path, port: int, timeout: float, extra: list[str], env: dict[str, str]
+    state_dir: Path,
+    port: int,
+    timeout: float,
+    extra: list[str],
+    env: dict[str, str],
+    ca: Path | None = None,
 ) -> ServiceProcess:
     db = state_dir / BACKEND_DB
     service = _spawn(
@@ -175,9 +188,11 @@ def _start_backend_once(
         BACKEND_LOG,
         env=env,
     )
-    service.port, service.url, service.db_path = port, f"http://127.0.0.1:{port}", db
+    scheme = "https" if ca else "http"
+    service.port, service.url, service.db_path = port, f"{scheme}://127.0.0.1:{port}", db
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=1.0) as client:
+    verify = ssl.create_default_context(cafile=str(ca)) if ca else True
+    with httpx.Client(timeout=1.0, verify=verify) as client:
         while time.monotonic() < deadline:
             if not service.alive():
                 raise _startup_failure(service, f"exited with status {service.proc.returncode}")

@@ -9,8 +9,6 @@ may publish under its own id and is refused under another's; the bridge
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import shutil
 import socket
@@ -24,11 +22,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from bridge_helpers import tls_cert, write_pem
 from conftest import ROOT, wait_for
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from simulator.broker import _wait_port, free_port, mosquitto_binary
 from simulator.fleetload import connect_packet
@@ -37,49 +33,6 @@ pytestmark = pytest.mark.timeout(60)
 
 DEPLOY = ROOT / "deploy" / "mosquitto"
 BRIDGE_PASSWORD = "deploy-bridge-secret"
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    issuer: str,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.with_suffix(".key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
 
 
 @dataclass
@@ -95,17 +48,17 @@ def deployed(tmp_path: Path) -> Iterator[DeployedBroker]:
     certs.mkdir(parents=True)
     data.mkdir()
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("kiosk test CA", ca_key, ca_key, "kiosk test CA", ca=True)
-    _write(certs / "ca", ca, ca_key)
+    ca = tls_cert("kiosk test CA", ca_key, ca_key, "kiosk test CA", ca=True)
+    write_pem(certs / "ca", ca, ca_key)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    _write(
+    write_pem(
         certs / "server",
-        _cert("broker", server_key, ca_key, "kiosk test CA", server=True),
+        tls_cert("broker", server_key, ca_key, "kiosk test CA", server=True),
         server_key,
     )
     for device in ("kiosk-a", "kiosk-b", "kiosk-bridge"):
         key = ec.generate_private_key(ec.SECP256R1())
-        _write(certs / device, _cert(device, key, ca_key, "kiosk test CA"), key)
+        write_pem(certs / device, tls_cert(device, key, ca_key, "kiosk test CA"), key)
     tls_port, local_port = free_port(), free_port()
     text = (DEPLOY / "mosquitto.conf").read_text()
     replacements = {

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from bridge_helpers import backend_total, metrics_port, scrape
+from bridge_helpers import backend_total, metrics_port, scrape, tls_cert, write_pem
 from conftest import BRIDGE_PASSWORD, wait_for
 from fixtures_services import make_checkin, person_id
 from hypothesis import given, settings
@@ -429,6 +430,49 @@ def test_forwarder_uses_oauth2_tokens_and_refreshes_on_401(
         assert "refused the access token (401)" in bridge.log_text()
         assert http.get(f"{backend.url}/admin/faults").json()["tokens_issued"] > issued
         assert "s3cret" not in bridge.log_text()
+    finally:
+        http.close()
+        kiosk.close()
+        bridge.stop()
+        backend.stop()
+
+
+def test_backend_tls_is_verified_and_a_ca_can_be_named(
+    tmp_path: Path, fleet_broker: Broker
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    write_pem(tmp_path / "ca", tls_cert("city CA", ca_key, ca_key, "city CA", ca=True), ca_key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_pem(tmp_path / "server", tls_cert("lgsp", key, ca_key, "city CA", server=True), key)
+    ca = tmp_path / "ca.crt"
+    backend = start_backend(
+        tmp_path / "backend", tls=(tmp_path / "server.crt", tmp_path / "server.key", ca)
+    )
+    assert backend.url.startswith("https://")
+    kiosk = KioskClient(fleet_broker.port, KIOSKS[0])
+    bridge = start_bridge(tmp_path / "b1", fleet_broker.port, BRIDGE_PASSWORD, backend.url, FAST)
+    http = httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=10)
+
+    def held() -> int:
+        return int(http.get(f"{backend.url}/api/v1/stats").json()["total"])
+
+    try:
+        # System CAs only: the city's private CA is not trusted, nothing is sent.
+        kiosk.publish("checkin", json.dumps(make_checkin(KIOSKS[0], 1)))
+        wait_for(lambda: "ConnectError" in bridge.log_text(), what="a TLS failure logged")
+        assert held() == 0
+        bridge.stop()
+        # Named CA: the same spool drains.
+        bridge = start_bridge(
+            tmp_path / "b1",
+            fleet_broker.port,
+            BRIDGE_PASSWORD,
+            backend.url,
+            [*FAST, "--backend-ca", str(ca)],
+        )
+        wait_for(lambda: held() == 1, what="forwarded over verified TLS")
     finally:
         http.close()
         kiosk.close()
