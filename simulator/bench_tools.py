@@ -4,7 +4,9 @@
 - kioskctl_image_s: LittleFS image (2 MiB) of bundle + one device's config;
 - kioskctl_deploy_full_s / _unchanged_s: deploy onto a virtual device over its
   pseudo-terminal through mpremote: a bare board, then again with nothing changed;
-- kioskctl_deploy_parallel_4_s: the full deploy on 4 virtual devices at once.
+- kioskctl_deploy_parallel_4_s: the full deploy on 4 virtual devices at once;
+- kioskctl_flash_parallel_8_s: erase + write + verify a 1.5 MB image on 8 virtual
+  ESP32s at once (simulator/esp_rom.py: esptool's protocol, no serial line timing).
 """
 
 from __future__ import annotations
@@ -60,6 +62,22 @@ def bench_tools(results: Results, work: Path) -> None:
     finally:
         for d in devices:
             d.stop()
+
+    from host_tools.flash import flash
+    from simulator.esp_rom import VirtualESP32, firmware_image
+
+    image = firmware_image("esp32", app_bytes=1536 * 1024)
+    chips = [VirtualESP32().start() for _ in range(8)]
+    try:
+        t = time.perf_counter()
+        outcomes = run_all([c.port for c in chips], lambda port, progress: flash(
+            port, image, "bench.bin", erase=True, attempts=1, before="no-reset"),
+            "flash", Console(quiet=True))
+        assert all(o.ok for o in outcomes), [o.summary for o in outcomes]
+        _report(results, "kioskctl_flash_parallel_8_s", time.perf_counter() - t, "s")
+    finally:
+        for c in chips:
+            c.stop()
 
 
 if __name__ == "__main__":

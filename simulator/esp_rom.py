@@ -32,6 +32,41 @@ UART_CLKDIV_REG = 0x3FF40014  # esptool estimates the crystal from it: 40 MHz / 
 END, ESC = 0xC0, 0xDB
 
 
+def firmware_image(chip: str = "esp32", app_bytes: int = 2048) -> bytes:
+    """A well-formed ESP image laid out like MicroPython's firmware .bin: bootloader at the
+    chip's offset, app at 0x10000 (esptool's own image classes and merge_bin). Not a
+    program: for the image checks and flashing of tests and benchmarks."""
+    import tempfile
+    from pathlib import Path
+
+    from esptool.bin_image import ELFSection
+    from esptool.cmds import merge_bin
+    from esptool.targets import CHIP_DEFS
+
+    from host_tools.flash import APP_OFFSET, firmware_offset, install_logger
+
+    install_logger()
+    cls = CHIP_DEFS[chip]
+
+    def one(entry: int, size: int, folder: str) -> bytes:
+        img = cls.BOOTLOADER_IMAGE()
+        img.entrypoint = entry
+        img.segments = [ELFSection(b".dram0.data", 0x3FFB0000, bytes(range(256)) * 2, 0),
+                        ELFSection(b".iram0.text", 0x40080000, b"\x5a" * size, 0)]
+        img.append_digest = True
+        path = Path(folder) / f"{entry:x}.bin"
+        img.save(str(path))
+        return path.read_bytes()
+
+    offset = firmware_offset(cls.CHIP_NAME)
+    with tempfile.TemporaryDirectory() as folder:
+        merged = merge_bin([(offset, one(0x40080000, 512, folder)),
+                            (APP_OFFSET, one(0x40081000, app_bytes, folder))],
+                           chip, output=None, target_offset=offset)
+    assert merged is not None
+    return bytes(merged)
+
+
 def slip(data: bytes) -> bytes:
     return (bytes([END]) + data.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc")
             + bytes([END]))

@@ -31,6 +31,7 @@ from host_tools.errors import Failure
 from host_tools.flash import APP_OFFSET, FS_OFFSET, check_firmware, firmware_offset
 from host_tools.image import BLOCK_SIZE, read_fs_image
 from simulator.broker import Broker
+from simulator.esp_rom import firmware_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,29 +67,8 @@ exec(open("main.py").read())
 """
 
 
-def esp_image(chip: str, app_bytes: int = 2048) -> bytes:
-    """A well-formed ESP image for `chip`, laid out like MicroPython's firmware .bin."""
-    from esptool.bin_image import ELFSection
-    from esptool.cmds import merge_bin
-    from esptool.targets import CHIP_DEFS
-
-    cls = CHIP_DEFS[chip]
-
-    def one(entry: int, size: int) -> bytes:
-        img = cls.BOOTLOADER_IMAGE()
-        img.entrypoint = entry
-        img.segments = [ELFSection(b".dram0.data", 0x3FFB0000, bytes(range(256)) * 2, 0),
-                        ELFSection(b".iram0.text", 0x40080000, b"\x5a" * size, 0)]
-        img.append_digest = True
-        path = Path(os.environ["KIOSK_TEST_TMP"]) / f"{chip}-{entry:x}-{size}.bin"
-        img.save(str(path))
-        return path.read_bytes()
-
-    offset = firmware_offset(cls.CHIP_NAME)
-    merged = merge_bin([(offset, one(0x40080000, 512)), (APP_OFFSET, one(0x40081000, app_bytes))],
-                       chip, output=None, target_offset=offset)
-    assert merged is not None
-    return bytes(merged)
+def esp_image(chip: str) -> bytes:
+    return firmware_image(chip)
 
 
 @pytest.fixture(scope="module")
