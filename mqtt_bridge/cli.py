@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(fleet)
     fleet.add_argument("--fleet-db", type=Path, help="default: from the config / beside the spool")
     fleet.add_argument("--stale-after", type=_positive_float, help="seconds (default: 180)")
+    fleet.add_argument(
+        "--registry", type=Path, help="kioskctl's fleet.json: also list kiosks never seen"
+    )
 
     keygen = sub.add_parser("keygen", help="make a new operator key; print its public key")
     keygen.add_argument("--out", type=Path, required=True, help="PEM file to create (0600)")
@@ -395,7 +398,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    from mqtt_bridge.fleet import DEFAULT_STALE_AFTER, print_fleet, read_fleet
+    from mqtt_bridge.fleet import DEFAULT_STALE_AFTER, load_registry, print_fleet, read_fleet
 
     try:
         file_settings = load_file(args.config) if args.config else {}
@@ -408,9 +411,13 @@ def _fleet(args: argparse.Namespace) -> int:
     if not Path(path).is_file():
         return _fail(f"no fleet database at {path} (has the bridge run?)")
     stale = args.stale_after or file_settings.get("stale_after", DEFAULT_STALE_AFTER)
+    registry_path = args.registry or file_settings.get("registry")
     now = time.time()
     try:
-        print_fleet(read_fleet(path, stale, now), now)
+        registry = load_registry(registry_path) if registry_path else None
+        print_fleet(read_fleet(path, stale, now, registry), now)
+    except ValueError as exc:
+        return _fail(str(exc))
     except sqlite3.Error as exc:
         return _fail(f"cannot read {path}: {exc}")
     return 0

@@ -6,7 +6,7 @@
                retry_initial, retry_max
     [verify]   enabled, deadline, cache_ttl, workers
     [documents] operator_key, policy, trust, validity_days
-    [fleet]    db, stale_after
+    [fleet]    db, stale_after, registry (kioskctl's fleet.json)
     [metrics]  port, host
     [log]      stats_interval
 
@@ -90,6 +90,7 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("documents", "validity_days"): ("document_validity_days", _num),
     ("fleet", "db"): ("fleet_db", Path),
     ("fleet", "stale_after"): ("stale_after", _num),
+    ("fleet", "registry"): ("registry", Path),
     ("metrics", "port"): ("metrics_port", _int),
     ("metrics", "host"): ("metrics_host", _str),
     ("log", "stats_interval"): ("stats_interval", _num),

@@ -205,10 +205,32 @@ class KioskView:
     flag: str  # "ok", "offline", "stale", "unknown"
 
 
+def load_registry(path: Path | str) -> dict[str, dict[str, Any]]:
+    """The devices of kioskctl's fleet registry (docs/protocol.md, "Fleet registry").
+
+    Raises ValueError naming the file when it is not a registry.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the fleet registry ({exc})") from None
+    devices = data.get("devices") if isinstance(data, dict) and data.get("v") == 1 else None
+    if not isinstance(devices, dict):
+        raise ValueError(f'{path}: not a fleet registry ({{"v":1,"devices":{{...}}}})')
+    return {str(k): v if isinstance(v, dict) else {} for k, v in devices.items()}
+
+
 def read_fleet(
-    path: Path | str, stale_after: float = DEFAULT_STALE_AFTER, now: float | None = None
+    path: Path | str,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    now: float | None = None,
+    registry: dict[str, dict[str, Any]] | None = None,
 ) -> list[KioskView]:
-    """The fleet table from the database, sorted: problems first, then by device."""
+    """The fleet table from the database, sorted: problems first, then by device.
+
+    With a `registry` (load_registry), registered kiosks the bridge has never
+    heard of are listed too, flagged "never".
+    """
     now = time.time() if now is None else now
     db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
     try:
@@ -233,7 +255,12 @@ def read_fleet(
                 device, status, last_seen, fw, journal, bool(journal_full), uptime, rssi, flag
             )
         )
-    order = {"offline": 0, "stale": 1, "unknown": 2, "ok": 3}
+    known = {v.device for v in views}
+    for device, entry in (registry or {}).items():
+        if device not in known:
+            fw = entry.get("fw") if isinstance(entry.get("fw"), str) else None
+            views.append(KioskView(device, "never", None, fw, None, False, None, None, "never"))
+    order = {"offline": 0, "stale": 1, "never": 2, "unknown": 3, "ok": 4}
     views.sort(key=lambda v: (order[v.flag], v.device))
     return views
 
@@ -259,9 +286,16 @@ def print_fleet(views: list[KioskView], now: float | None = None, console: Any =
     table = Table(title=f"Fleet: {len(views)} kiosks")
     for column in ("device", "state", "last seen", "fw", "journal", "uptime", "rssi"):
         table.add_column(column)
-    style = {"offline": "bold red", "stale": "bold yellow", "ok": "green", "unknown": "dim"}
+    style = {
+        "offline": "bold red",
+        "stale": "bold yellow",
+        "never": "yellow",
+        "ok": "green",
+        "unknown": "dim",
+    }
     for v in views:
-        state = {"ok": "online", "stale": "STALE", "offline": "OFFLINE"}.get(v.flag, v.status)
+        state = {"ok": "online", "stale": "STALE", "offline": "OFFLINE", "never": "NEVER SEEN"}
+        state = state.get(v.flag, v.status)
         journal = "" if v.journal is None else str(v.journal) + (" FULL" if v.journal_full else "")
         table.add_row(
             v.device,
@@ -273,5 +307,8 @@ def print_fleet(views: list[KioskView], now: float | None = None, console: Any =
             "" if v.rssi is None else str(v.rssi),
         )
     console.print(table)
-    counts = {f: sum(1 for v in views if v.flag == f) for f in ("ok", "stale", "offline")}
-    console.print(f"online {counts['ok']}, stale {counts['stale']}, offline {counts['offline']}")
+    counts = {f: sum(1 for v in views if v.flag == f) for f in ("ok", "stale", "offline", "never")}
+    console.print(
+        f"online {counts['ok']}, stale {counts['stale']}, offline {counts['offline']},"
+        f" never seen {counts['never']}"
+    )

@@ -79,6 +79,8 @@ class BridgeConfig:
     #: Fleet view database (None: next to the spool, `fleet.sqlite3`).
     fleet_db: Path | None = None
     stale_after: float = DEFAULT_STALE_AFTER
+    #: kioskctl's fleet registry (fleet.json), read by `kiosk-bridge fleet`.
+    registry: Path | None = None
     #: /metrics on loopback (None: off; 0: any free port).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"

@@ -288,7 +288,7 @@ def test_verify_service_and_signed_documents(tmp_path: Path, fleet_broker: Broke
 # -- fleet view and /metrics ----------------------------------------------------------------
 
 
-def _fleet_table(db: Path, stale_after: float) -> str:
+def _fleet_table(db: Path, stale_after: float, *extra: str) -> str:
     out = subprocess.run(
         [
             sys.executable,
@@ -299,6 +299,7 @@ def _fleet_table(db: Path, stale_after: float) -> str:
             str(db),
             "--stale-after",
             str(stale_after),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -376,6 +377,13 @@ def test_fleet_view_flags_offline_and_stale_and_metrics(
             stop.set()
             talker.join()
         assert "STALE" not in next(line for line in table.splitlines() if KIOSKS[0] in line)
+        # With kioskctl's registry, a registered kiosk that never connected is listed too.
+        registry = tmp_path / "fleet.json"
+        registered = {d: {"venue": "HCM-Q1-000123", "gate": "A"} for d in KIOSKS}
+        registry.write_text(json.dumps({"v": 1, "devices": {**registered, "kiosk-f-9999": {}}}))
+        table = _fleet_table(db, 60, "--registry", str(registry))
+        assert "NEVER SEEN" in next(line for line in table.splitlines() if "kiosk-f-9999" in line)
+        assert "never seen 1" in table
 
         wait_for(lambda: backend_total(backend) == 1)
         m = scrape(port)
