@@ -32,6 +32,12 @@ from simulator.process import die_with_parent
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE_DIR = ROOT / "firmware"
 
+# How a virtual kiosk's process ends when the firmware resets itself
+# (firmware/boards/sim.py): the reboot command or a crash exits with
+# EXIT_RESET; the emulated watchdog kills it with SIGUSR1.
+EXIT_RESET = 75
+EXIT_WATCHDOG = -signal.SIGUSR1
+
 # Fields a kiosk's config.json holds (firmware/kiosk/config.py validates them).
 Config = dict[str, Any]
 

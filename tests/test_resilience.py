@@ -266,3 +266,80 @@ def test_whole_workload_fits_128_kb_of_heap_beside_the_code(tmp_path: Path) -> N
     status = soak(tmp_path, f"{heap_kb}k")
     assert status is not None, "the soak failed under a 128 KB data heap"
     assert status["errors"] == 0 and status["unreadable"] >= 3
+
+
+def _operator(port: int) -> tuple[Any, list[dict[str, Any]]]:
+    import paho.mqtt.client as mqtt
+
+    from simulator.broker import BRIDGE_USER
+
+    replies: list[dict[str, Any]] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="res-operator-2")
+    client.username_pw_set(BRIDGE_USER, BRIDGE_PASSWORD)
+    client.on_message = lambda c, u, m: replies.append(json.loads(m.payload))
+    client.connect("127.0.0.1", port)
+    client.subscribe(f"kiosk/{DEVICE}/cmd/result", 1)
+    client.loop_start()
+    return client, replies
+
+
+def test_hung_loop_is_reset_by_the_watchdog_and_a_crash_loop_ends_in_safe_mode(
+    tmp_path: Path, broker: Broker
+) -> None:
+    from simulator.kiosk import EXIT_WATCHDOG
+
+    broker.add_account(DEVICE, PASSWORD)
+    broker.restart()
+    kiosk = make_kiosk(tmp_path, broker.port,
+                       env={"KIOSK_SIM_WDT_MS": "1000", "KIOSK_SIM_STALL_AFTER_MS": "700"})
+    for _ in range(3):
+        kiosk.start()
+        assert kiosk.proc is not None
+        assert kiosk.proc.wait(20) == EXIT_WATCHDOG  # the emulated watchdog reset it
+        kiosk.stop()
+    kiosk.env = {}
+    kiosk.start()
+    try:
+        wait_for(lambda: kiosk.display.poll() is not None and any(
+            e["lines"][1].startswith("SAFE MODE") for e in kiosk.display.events),
+            what="safe mode on the display")
+        assert "safe mode: 3 crashes in a row" in kiosk.console()
+        code = certificates(1, seed=59)[0]
+        before = len(kiosk.display.verdicts())
+        assert kiosk.scanner is not None
+        kiosk.scanner.scan(code[0])  # still scans, decides and journals
+        wait_for(lambda: len(kiosk.display.verdicts()) > before, what="verdict in safe mode")
+        assert pending_in(str(kiosk.state_dir / "journal")) == [1]  # journaled (no bridge here)
+    finally:
+        kiosk.stop()
+
+
+def test_reboot_command_restarts_the_kiosk_and_telemetry_names_the_reset(
+    tmp_path: Path, broker: Broker
+) -> None:
+    from simulator.kiosk import EXIT_RESET
+
+    broker.add_account(DEVICE, PASSWORD)
+    broker.restart()
+    client, replies = _operator(broker.port)
+    kiosk = make_kiosk(tmp_path, broker.port).start()
+    try:
+        kiosk.wait_ready()
+        wait_for(lambda: "mqtt: connected" in kiosk.console(), what="session up")
+        client.publish(f"kiosk/{DEVICE}/cmd", json.dumps({"v": 1, "id": "r1", "cmd": "reboot"}), 1)
+        assert kiosk.proc is not None
+        assert kiosk.proc.wait(20) == EXIT_RESET
+        assert replies and replies[0] == {"v": 1, "id": "r1", "ok": True,
+                                          "result": {"rebooting": True}}
+        kiosk.stop()
+        kiosk.start()
+        wait_for(lambda: kiosk.console().count("mqtt: connected") >= 2, what="back")
+        n = len(replies)
+        client.publish(f"kiosk/{DEVICE}/cmd", json.dumps({"v": 1, "id": "s1", "cmd": "status"}), 1)
+        wait_for(lambda: len(replies) > n, what="status after the reboot")
+        assert replies[-1]["result"]["reset"] == "soft"
+        assert replies[-1]["result"]["boot"] == 2
+    finally:
+        kiosk.stop()
+        client.loop_stop()
+        client.disconnect()

@@ -127,6 +127,7 @@ class Board:
         # A thread stands in for the hardware watchdog: if the loop stops
         # feeding it, it notes "watchdog" and kills the process with SIGUSR1
         # (exit status -10), like a reset the loop could not prevent.
+        timeout_ms = int(os.getenv("KIOSK_SIM_WDT_MS") or timeout_ms)  # tests: shorter
         stall = os.getenv("KIOSK_SIM_STALL_AFTER_MS")
         self._stall_at = time.ticks_add(time.ticks_ms(), int(stall)) if stall else None
         self._fed = time.ticks_ms()

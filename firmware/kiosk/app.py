@@ -165,7 +165,7 @@ class Kiosk:
             self.scanner_fault = "scanner"  # the kiosk runs on; staff see the fault
             log.error("scanner", "GM65 setup failed: " + err)
         self.gate.start(not self.safe_mode)  # the stored policy and trust list, verified again
-        self.board.show(ui.scanner_fault() if err else ui.idle(self.cfg["gate"]))
+        self.board.show(ui.scanner_fault() if err else self._idle_screen())
         self.shown_at = self.board.ticks_ms() if err else None
         if self.safe_mode:
             log.warn("app", "safe mode: %d crashes in a row" % self.health.streak)

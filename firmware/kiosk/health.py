@@ -16,7 +16,8 @@
 # Heap: a few small ints.
 
 import os
-import time
+
+from kiosk.ticks import ticks_diff
 
 try:
     from micropython import const
@@ -71,7 +72,7 @@ class Health:
     def feed(self, now):
         """The loop completed a pass: keep the watchdog from resetting."""
         self.board.wdt_feed()
-        if not self.stable and time.ticks_diff(now, self._started) > self.window_ms:
+        if not self.stable and ticks_diff(now, self._started) > self.window_ms:
             self.stable = True
             self.streak = 0
             try:
