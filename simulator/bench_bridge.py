@@ -9,6 +9,8 @@ All on loopback with real Mosquitto, the backend emulator and `kiosk-bridge run`
   the spool (and acked); bridge_end_to_end_rate: publish -> the backend holds
   all of them; bridge_vs_paho_ceiling: end-to-end / ceiling, side by side.
 - forward_rate: the forwarder draining a full spool into the backend.
+- bridge_group2_end_to_end_rate: two bridges in one shared-subscription group
+  on this same machine (the broker, the kiosks and the backend share its cores).
 - verify_ms_p50 / _p99: online check round trip (kiosk request -> answer),
   1,000 kiosks scanning once a second each, identity codes of the sample people.
 """
@@ -153,6 +155,34 @@ def bridge_rates(results: Results, work: Path, devices: list[str], per_kiosk: in
         broker.stop()
 
 
+def group_rate(work: Path, devices: list[str], per_kiosk: int, members: int = 2) -> float:
+    """End-to-end check-ins/s with `members` bridges in one shared-subscription group."""
+    total = len(devices) * per_kiosk
+    broker = _broker(work / "gbroker", devices)
+    backend = start_backend(work / "gbackend")
+    bridges = [
+        start_bridge(
+            work / f"g{i}",
+            broker.port,
+            BRIDGE_PASSWORD,
+            backend.url,
+            ["--group", "bench", "--instance", str(i), "--stats-interval", "60"],
+            name=f"b{i}",
+        )
+        for i in range(members)
+    ]
+    try:
+        started = time.perf_counter()
+        run_load(broker.port, devices, per_kiosk)
+        done = _wait(lambda: _stats(backend.url) >= total, 120, 0.02)
+        return total / (done - started)
+    finally:
+        for bridge in bridges:
+            bridge.stop()
+        backend.stop()
+        broker.stop()
+
+
 def _wait_log(service: object, pattern: str) -> str:
     import re
 
@@ -262,6 +292,8 @@ def run(results: Results, work: Path) -> None:
     for name, figure in best.items():
         report(results, name, float(figure["value"]), str(figure["unit"]))
     report(results, "bridge_vs_paho_ceiling", max(rates) / ceiling, "x")
+    group = group_rate(work / "group", devices, per_kiosk)
+    report(results, "bridge_group2_end_to_end_rate", group, "checkins/s")
     verify_latency(results, work)
 
 
