@@ -265,11 +265,12 @@ def test_identity_codes_online_check_deadline_offline_rule_and_repeats(
     tmp_path: Path, verdict_broker: Broker
 ) -> None:
     ids = {"pass": "079201000001", "isolation": "079201000002", "silent": "079201000004",
-           "refuse": "079201000005"}
+           "refuse": "079201000005", "paused": "079201000006"}
     qid = "QIDUNKNOWN01"
     bridge = TestBridge(verdict_broker.port, {
         ids["pass"]: ("pass", None), ids["isolation"]: ("fail", "isolation"),
-        qid: ("unknown", None), ids["silent"]: None, ids["refuse"]: None})
+        qid: ("unknown", None), ids["silent"]: None, ids["refuse"]: None,
+        ids["paused"]: ("pass", None)})
     kiosk = make_kiosk(tmp_path, verdict_broker)
     kiosk.install_document("policy", PKI.policy_document(policy_body()))
     kiosk.start()
@@ -284,6 +285,8 @@ def test_identity_codes_online_check_deadline_offline_rule_and_repeats(
             (f"0792*****234|TRAN THI BINH|1990-**-**|0|{qid}|1‹0‹123456",
              ("pass", "unverified", "online_unknown")),
             (cccd(ids["silent"]), ("pass", "unverified", "online_timeout")),
+            # After a timeout nobody waits out the deadline in turn: decided at once.
+            (cccd(ids["paused"]), ("pass", "unverified", "offline")),
             (cccd(DENIED_CCCD), ("fail", "refused", "denied")),
         ]
         for text, _ in scans:
@@ -303,18 +306,19 @@ def test_identity_codes_online_check_deadline_offline_rule_and_repeats(
         checking = [e for e in kiosk.display.events if e["lines"][0] == ui.fit("DANG KIEM TRA...")]
         assert len(checking) == 4 and all(e["led"] == "blue" for e in checking)
         assert DENIED_CCCD not in bridge.asked and bridge.asked.count(ids["pass"]) == 1
+        assert ids["paused"] not in bridge.asked
 
         # The city raises the level: a new signed policy, delivered retained, takes over;
-        # without an answer identity codes are now refused.
+        # without an answer (still none: the pause after the timeout) identity codes
+        # are now refused.
         bridge.publish_document("policy", PKI.policy_document(policy_body(level=3), serial=2))
         wait_for(lambda: "policy document 2 in use" in kiosk.console(), what="policy 2 taken")
         kiosk.scanner.scan(cccd(ids["refuse"]))
         wait_for(lambda: len(bridge.records()) == len(expected) + 1, what="refused check-in")
         last = bridge.records()[-1]
-        assert (last["verdict"], last["how"], last["reason"]) == ("fail", "refused",
-                                                                  "online_timeout")
+        assert (last["verdict"], last["how"], last["reason"]) == ("fail", "refused", "offline")
         assert kiosk.display.verdicts()[-1]["lines"] == expected_screen(
-            "fail", "refused", "online_timeout")
+            "fail", "refused", "offline")
     finally:
         kiosk.stop()
         bridge.close()

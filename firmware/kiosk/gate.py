@@ -81,7 +81,8 @@ class Gate:
         if not res.needs_online:
             self._settle(Decision(code, res, key), now_ms)
             return
-        if self.mqtt.state != UP or not self.online_enabled:  # else no answer can come
+        if (self.mqtt.state != UP or not self.online_enabled
+                or not self.online.available(now_ms)):  # no answer could come in time
             self._settle(Decision(code, verdict.offline_rule(res, "offline"), key), now_ms)
             return
         payload = self.online.request(code, res, now_ms, Decision(code, None, key))

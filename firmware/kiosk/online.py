@@ -4,6 +4,11 @@
 # or, once the policy's deadline has passed (or the connection is gone), the
 # venue's offline rule does. A late answer no longer matches the pending
 # request id (rid) and is ignored. Wire format: docs/protocol.md "Online check".
+#
+# After a check times out, the next ones are not asked for RETRY_MS (the
+# service, or the path to it, is evidently down: nobody should wait out the
+# deadline in turn while the MQTT session has not noticed yet); any answer
+# that arrives, even a late one, ends that pause at once.
 # Heap: one pending request (its Result and the caller's context) and the
 # request's JSON (~100 bytes).
 
@@ -20,6 +25,7 @@ except ImportError:  # CPython (host tests and tools)
         return x
 
 _RID_MAX = const(0x7FFFFFFF)
+RETRY_MS = const(15000)
 _REASON_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 
 
@@ -45,6 +51,16 @@ class Online:
         self._since = 0
         self.answered = 0
         self.timeouts = 0
+        self._paused_at = None  # ticks of the last timeout, while checks are paused
+
+    def available(self, now_ms):
+        """False for RETRY_MS after a check timed out (until an answer arrives)."""
+        if self._paused_at is None:
+            return True
+        if ticks_diff(now_ms, self._paused_at) >= RETRY_MS:
+            self._paused_at = None
+            return True
+        return False
 
     def busy(self):
         return self.pending is not None
@@ -70,14 +86,15 @@ class Online:
         """An answer arrived. Returns (context, final Result) when it is the
         answer to the pending request, None otherwise (late, foreign or
         malformed: ignored, the deadline still applies)."""
-        pending = self.pending
-        if pending is None:
-            return None
         try:
             msg = json.loads(payload)
         except ValueError:
             return None
-        if not isinstance(msg, dict) or msg.get("v") != 1 or msg.get("rid") != self.rid:
+        if not isinstance(msg, dict) or msg.get("v") != 1:
+            return None
+        self._paused_at = None  # the service answers again, even if too late for one
+        pending = self.pending
+        if pending is None or msg.get("rid") != self.rid:
             return None
         outcome = msg.get("result")
         reason = msg.get("reason")
@@ -100,6 +117,7 @@ class Online:
         if pending is None or ticks_diff(now_ms, self._since) < pending.deadline_ms:
             return None
         self.timeouts += 1
+        self._paused_at = now_ms
         return self._finish(verdict.offline_rule(pending, "online_timeout"))
 
     def abandon(self, reason):

@@ -82,3 +82,18 @@ def test_online_fail_unknown_and_deadline():
     _, final = o.abandon("offline")
     assert (final.verdict, final.how, final.reason) == ("pass", "unverified", "offline")
     assert o.abandon("offline") is None and o.expired(10**6) is None
+
+
+def test_after_a_timeout_checks_pause_until_an_answer_or_the_retry_time():
+    code, res = _pending()
+    o = online.Online("kiosk-t1", first_rid=7)
+    assert o.available(0)
+    o.request(code, res, 0)
+    o.expired(res.deadline_ms)
+    assert not o.available(res.deadline_ms + 1)  # nobody waits out the deadline in turn
+    assert o.available(res.deadline_ms + online.RETRY_MS)  # then it tries again
+    o.request(code, res, 100000)
+    o.expired(100000 + res.deadline_ms)
+    assert not o.available(100000 + res.deadline_ms + 10)
+    o.answer(b'{"v":1,"rid":8,"result":"pass","reason":null}')  # late, but the service is back
+    assert o.available(100000 + res.deadline_ms + 20)
