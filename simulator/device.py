@@ -1,11 +1,13 @@
 """A virtual device: a MicroPython board on a serial port, as `mpremote` and `kioskctl` see one.
 
-    python -m simulator.device ROOT [--console-log FILE]
-        prints {"port": "/dev/pts/N", "scanner": "/dev/pts/M"} on one line, then serves
-        until SIGTERM. ROOT is the board's flash: its files are the device's "/".
+    python -m simulator.device ROOT [--console-log FILE] [--link PATH]
+        prints {"port": "/dev/pts/N" (or PATH, a symlink to it), "scanner": "/dev/pts/M"}
+        on one line, then serves until SIGTERM. ROOT is the board's flash: its files
+        are the device's "/".
 
     dev = VirtualDevice(tmp / "flash").start()     # the same, from Python (tests, bench)
     dev.port                                       # hand it to kioskctl / mpremote
+                                                   # (a symlink beside ROOT: a stable name)
     dev.stop()                                     # "unplug" the board
 
 The MicroPython unix port's REPL speaks everything mpremote needs (raw REPL
@@ -245,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="the board's flash (its files are '/')")
     parser.add_argument("--console-log", type=Path, help="append all console output here")
     parser.add_argument("--heapsize", help="MicroPython heap, e.g. 128k (an ESP32 has ~100k)")
+    parser.add_argument("--link", type=Path,
+                        help="also name the port by this symlink while the device runs, as "
+                        "/dev/serial/by-id/... names a real board (pty numbers get reused)")
     args = parser.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
     board = Board(args.root, micropython_binary(), args.console_log, args.heapsize)
@@ -254,12 +259,21 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
-    print(json.dumps({"port": board.port, "scanner": board.scanner}), flush=True)
+    port = board.port
+    if args.link:
+        with contextlib.suppress(FileNotFoundError):
+            args.link.unlink()
+        args.link.symlink_to(port)
+        port = str(args.link)
+    print(json.dumps({"port": port, "scanner": board.scanner}), flush=True)
     try:
         board.serve()
     except KeyboardInterrupt:
         pass
     finally:
+        if args.link:
+            with contextlib.suppress(FileNotFoundError):
+                args.link.unlink()
         board.close()
     return 0
 
@@ -282,6 +296,11 @@ class VirtualDevice:
     def console_path(self) -> Path:
         return self.root.parent / f"{self.root.name}.console.log"
 
+    @property
+    def link_path(self) -> Path:
+        """The device's port by a stable name (a symlink to its pty, gone when unplugged)."""
+        return self.root.parent / f"{self.root.name}.tty"
+
     def console(self) -> str:
         """Everything the device printed on its serial console so far."""
         try:
@@ -292,7 +311,7 @@ class VirtualDevice:
     def start(self, timeout: float = 10.0) -> VirtualDevice:
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "simulator.device", str(self.root),
-               "--console-log", str(self.console_path)]
+               "--console-log", str(self.console_path), "--link", str(self.link_path)]
         if self.heapsize:
             cmd += ["--heapsize", self.heapsize]
         self.proc = subprocess.Popen(
