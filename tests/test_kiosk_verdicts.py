@@ -157,14 +157,18 @@ def _day(days_ago: int) -> str:
 
 
 def hc1(signer: signers.DccSigner, kind: str, uvci: str, *, day: int = 30,
-        iat_days: int = 10, exp_days: int = 300, tamper: bool = False, **entry: Any) -> str:
+        iat_days: int = 10, exp_days: int = 300, tamper: bool = False, alg: int | None = None,
+        **entry: Any) -> str:
     dcc = signers.dcc_payload(kind, uvci, day=_day(day), **entry)
     iat = int((NOW - timedelta(days=iat_days)).timestamp())
     exp = int((NOW + timedelta(days=exp_days)).timestamp())
     rng = random.Random(uvci)
+    claims = signers.claims(dcc, iat=iat, exp=exp)
+    if alg is not None:
+        return signers.hc1_text(signers.cose_sign1(signer, claims, rng, alg=alg))
     if not tamper:
         return signers.sign_hc1(signer, dcc, iat=iat, exp=exp, rng=rng)
-    cose = cbor2.loads(signers.cose_sign1(signer, signers.claims(dcc, iat=iat, exp=exp), rng))
+    cose = cbor2.loads(signers.cose_sign1(signer, claims, rng))
     protected, unprotected, payload, signature = cose.value
     sig = bytearray(signature)
     sig[10] ^= 0x01
@@ -204,6 +208,9 @@ def certificate_cases() -> list[tuple[str, str, str, str | None]]:
         (hc1(vn, "v", "URN:UVCI:01:VN:IAT", iat_days=-3), *fail("not_yet_valid")),
         (hc1(old, "v", "URN:UVCI:01:VN:DSC-OLD"), *fail("signer_expired")),
         (hc1(vn, "v", DENIED_UVCI), *fail("denied", how="refused")),
+        (hc1(es, "v", "URN:UVCI:01:VN:ALG", alg=-35), *fail("unsupported_alg")),  # ES384
+        (hc1(vn, "v", "URN:UVCI:01:VN:TG", tg="840539007"), *fail("disease")),
+        (hc1(vn, "v", "URN:UVCI:01:VN:DN", dn="two"), *fail("bad_entry")),
     ]
     return cases
 
@@ -355,6 +362,14 @@ def test_bad_documents_are_rejected_and_the_last_good_one_kept_across_a_restart(
     try:
         kiosk.wait_ready()
         wait_connected(bridge)
+        assert kiosk.scanner is not None
+        # No trust list yet: a certificate cannot be verified, and says so.
+        kiosk.scanner.scan(hc1(PKI.signer("vn"), "v", "URN:UVCI:01:VN:EARLY#1"))
+        wait_for(lambda: len(bridge.records()) == 1, what="the early certificate's check-in")
+        r0 = bridge.records()[0]
+        assert (r0["verdict"], r0["how"], r0["reason"]) == ("fail", "refused", "no_trust_list")
+        assert kiosk.display.verdicts()[-1]["lines"] == expected_screen(
+            "fail", "refused", "no_trust_list")
         bridge.publish_document("policy", good)
         bridge.publish_document("trust", trust_document(serial=3))
         wait_for(lambda: "policy document 5 in use" in kiosk.console(), what="good policy")
@@ -364,12 +379,11 @@ def test_bad_documents_are_rejected_and_the_last_good_one_kept_across_a_restart(
             wait_for(lambda r=reason: f"policy document rejected: {r}" in kiosk.console(),
                      what=f"rejection {reason}")
         # Still the good policy: identity codes are not checked and refused.
-        assert kiosk.scanner is not None
         kiosk.scanner.scan(cccd("079201000010"))
         # And the trust list received over MQTT verifies certificates.
         kiosk.scanner.scan(hc1(PKI.signer("vn"), "v", "URN:UVCI:01:VN:TRUST#1"))
-        wait_for(lambda: len(bridge.records()) == 2, what="two check-ins")
-        r1, r2 = bridge.records()
+        wait_for(lambda: len(bridge.records()) == 3, what="two more check-ins")
+        _, r1, r2 = bridge.records()
         assert (r1["verdict"], r1["how"], r1["reason"]) == ("fail", "refused", "not_checked")
         assert (r2["verdict"], r2["how"]) == ("pass", "verified")
     finally:
@@ -385,8 +399,8 @@ def test_bad_documents_are_rejected_and_the_last_good_one_kept_across_a_restart(
                  what="the retained bad policy rejected after the restart")
         assert kiosk.console().count("policy document 5 in use") == 2
         kiosk.scanner.scan(cccd("079201000011"))  # type: ignore[union-attr]
-        wait_for(lambda: len(bridge.records()) == 3, what="check-in after restart")
-        r3 = bridge.records()[2]
+        wait_for(lambda: len(bridge.records()) == 4, what="check-in after restart")
+        r3 = bridge.records()[3]
         assert (r3["verdict"], r3["how"], r3["reason"]) == ("fail", "refused", "not_checked")
     finally:
         kiosk.stop()
