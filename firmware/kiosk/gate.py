@@ -127,6 +127,6 @@ class Gate:
             return False
         if not payload:
             return True  # a cleared retained message: keep what we hold
-        if self.fleet.apply(kind, payload, self.now()) is None and kind == "policy":
-            self.seen.forget()  # the new rules may decide a repeat differently
+        if self.fleet.apply(kind, payload, self.now()) is None:
+            self.seen.forget()  # new rules or signers may decide a repeat differently
         return True
