@@ -153,7 +153,7 @@ def test_power_cut_at_200_random_moments_loses_and_duplicates_nothing(
         for payload, _ in batch:
             kiosk.scanner.scan(payload)
         # The power cut comes at a random moment: while booting, scanning or sending.
-        time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(rng.uniform(0.0, 0.25))
         kiosk.stop(kill=True)
         shown = new_verdicts(kiosk, before)
         confirmed += [ident for _, ident in batch[:shown]]
