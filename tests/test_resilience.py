@@ -343,3 +343,130 @@ def test_reboot_command_restarts_the_kiosk_and_telemetry_names_the_reset(
         kiosk.stop()
         client.loop_stop()
         client.disconnect()
+
+
+def _fill_journal(kiosk: VirtualKiosk, max_bytes: int) -> int:
+    """Fill the kiosk's journal on disk with the firmware's own code (CPython)."""
+    from kiosk.journal import Journal
+    from kiosk.version import VERSION
+
+    j = Journal(str(kiosk.state_dir / "journal"), (DEVICE, VENUE, "A", VERSION), max_bytes)
+    n = 0
+    while j.add("cccd", f"{79201000000 + n:012d}", "pass", "verified", None, 1764090000):
+        n += 1
+    j.close()
+    return n
+
+
+@pytest.mark.parametrize("when_full", ["refuse", "admit"])
+def test_full_journal_follows_the_policy_and_says_so(
+    tmp_path: Path, broker: Broker, when_full: str
+) -> None:
+    broker.add_account(DEVICE, PASSWORD)
+    broker.restart()
+    client, replies = _operator(broker.port)
+    kiosk = make_kiosk(tmp_path, broker.port)
+    kiosk.config["journal"] = {"max_bytes": 65536, "when_full": when_full}
+    kiosk.state_dir.mkdir(parents=True, exist_ok=True)
+    stored = _fill_journal(kiosk, 65536)  # nobody acknowledges: no bridge here
+    kiosk.start()
+    try:
+        kiosk.wait_ready()
+        wait_for(lambda: "mqtt: connected" in kiosk.console(), what="session up")
+        code = certificates(1, seed=61)[0]
+        before = len(kiosk.display.verdicts())
+        assert kiosk.scanner is not None
+        kiosk.scanner.scan(code[0])
+        wait_for(lambda: len(kiosk.display.verdicts()) > before, what="an answer")
+        shown = kiosk.display.verdicts()[-1]
+        client.publish(f"kiosk/{DEVICE}/cmd", json.dumps({"v": 1, "id": "f1", "cmd": "status"}), 1)
+        wait_for(lambda: replies, what="status")
+        status = replies[-1]["result"]
+        assert status["journal_full"] is True and status["journal"] == stored
+        if when_full == "refuse":
+            assert shown["lines"] == ["KHONG GHI DUOC  ", "Bo nho day      "]
+            assert shown["led"] == "red" and status["unrecorded"] == 0
+        else:
+            assert shown["led"] == "green" and status["unrecorded"] == 1
+        assert pending_in(str(kiosk.state_dir / "journal"))[-1] == stored  # nothing added
+    finally:
+        kiosk.stop()
+        client.loop_stop()
+        client.disconnect()
+
+
+class SntpServer:
+    """Answers SNTP requests on 127.0.0.1 with the host's time (or stays silent)."""
+
+    def __init__(self, answer: bool = True) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import struct
+
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(64)
+            except OSError:
+                continue
+            self.requests += 1
+            if not self.answer or len(data) < 48:
+                continue
+            reply = bytearray(48)
+            reply[0], reply[1] = 0x24, 2  # version 4, server; stratum 2
+            reply[24:32] = data[40:48]
+            reply[40:44] = struct.pack("!I", int(time.time()) + 2208988800)
+            self.sock.sendto(bytes(reply), addr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_check_ins_before_the_clock_is_set_get_exact_or_estimated_times(
+    tmp_path: Path, stack: tuple[Broker, ServiceProcess]
+) -> None:
+    broker, backend = stack
+    silent = SntpServer(answer=False)
+    codes = certificates(3, seed=67)
+    kiosk = make_kiosk(tmp_path, broker.port, env={"KIOSK_RTC": "unset"})
+    kiosk.config["ntp"] = [f"127.0.0.1:{silent.port}"]
+    try:
+        # Boot 1 never learns the time: its check-ins wait in the journal.
+        kiosk.start()
+        kiosk.wait_ready()
+        scan_all(kiosk, codes[:2])
+        wait_for(lambda: silent.requests >= 1, what="an SNTP request")
+        assert backend_rows(backend.url) == []  # never sent with a bogus date
+        kiosk.stop(kill=True)
+        # Boot 2 gets an answer: boot 1's check-ins go out estimated, its own exact.
+        server = SntpServer()
+        kiosk.config["ntp"] = [f"127.0.0.1:{server.port}"]
+        t0 = int(time.time())
+        kiosk.start()
+        kiosk.wait_ready()
+        scan_all(kiosk, codes[2:])
+        rows = wait_backend(backend.url, 3, timeout=30)
+        t1 = int(time.time())
+        by_id = {r["id"]: r for r in rows}
+        for ident in (codes[0][1], codes[1][1]):
+            assert by_id[ident]["clock"] == "estimated"
+            assert t0 - 60 <= by_id[ident]["ts"] <= t1
+        own = by_id[codes[2][1]]
+        assert own.get("clock", "ntp") == "ntp" and t0 - 2 <= own["ts"] <= t1 + 2
+        server.close()
+    finally:
+        kiosk.stop()
+        silent.close()
