@@ -1,7 +1,9 @@
 # The gate: what happens between a well-formed code and its recorded verdict.
 #
 #   repeat of a code within the policy's dedup window -> the previous screen
-#   again, nothing recorded
+#   again, nothing recorded; while that verdict is still on screen (HOLD_MS,
+#   a phone held under a scanner in continuous mode is read again and again)
+#   not even that: no second beep
 #   otherwise verdict.decide() with the fleet's policy and trust list
 #     final  -> record (the app journals, shows and sends it)
 #     needs_online -> request on kiosk/<device>/verify, show "checking",
@@ -15,6 +17,15 @@
 from kiosk import dedup, log, online, ui, verdict
 from kiosk.fleet import Fleet
 from kiosk.mqtt import UP
+from kiosk.ticks import ticks_diff
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host tests and tools)
+    def const(x):
+        return x
+
+HOLD_MS = const(2500)  # as long as a verdict stays on screen (kiosk/app.py SHOW_MS)
 
 
 class Decision:
@@ -42,6 +53,8 @@ class Gate:
         self.online = online.Online(cfg["device"])
         self.seen = dedup.Dedup()
         self.repeats = 0
+        self._last_key = b""  # the code whose verdict was shown last, and when
+        self._last_ms = 0
         # Safe mode (kiosk/health.py) turns this off: identity codes go straight
         # to the offline rule.
         self.online_enabled = True
@@ -74,8 +87,11 @@ class Gate:
         screen = self.seen.seen(key, now_ms, policy.dedup_s)
         if screen is not None:
             self.repeats += 1
-            log.info("scan", "repeat of a %s code: previous verdict shown" % code.type)
-            self._show(screen)
+            held = key == self._last_key and ticks_diff(now_ms, self._last_ms) < HOLD_MS
+            self._last_key, self._last_ms = key, now_ms
+            if not held:
+                log.info("scan", "repeat of a %s code: previous verdict shown" % code.type)
+                self._show(screen)
             return
         res = verdict.decide(code, policy, self.fleet.trust, self.now())
         if not res.needs_online:
@@ -102,6 +118,7 @@ class Gate:
         screen = self._record(decision)
         if screen is not None:
             self.seen.remember(decision.key, now_ms, screen)
+            self._last_key, self._last_ms = decision.key, now_ms
 
     def poll(self, now_ms):
         """Every loop pass: settle a pending check whose deadline has passed
