@@ -3,7 +3,7 @@
 #   repeat of a code within the policy's dedup window -> the previous screen
 #   again, nothing recorded; while that verdict is still on screen (HOLD_MS,
 #   a phone held under a scanner in continuous mode is read again and again)
-#   not even that: no second beep
+#   not even that, whatever dedup_s says: no second beep, no second check-in
 #   otherwise verdict.decide() with the fleet's policy and trust list
 #     final  -> record (the app journals, shows and sends it)
 #     needs_online -> request on kiosk/<device>/verify, show "checking",
@@ -84,14 +84,16 @@ class Gate:
         """A well-formed code (codes.OK) was read from `frame` (bytes)."""
         key = dedup.key(frame)
         policy = self.fleet.policy
+        if key == self._last_key and ticks_diff(now_ms, self._last_ms) < HOLD_MS:
+            self._last_ms = now_ms  # still held under the scanner (even with dedup off)
+            self.repeats += 1
+            return
         screen = self.seen.seen(key, now_ms, policy.dedup_s)
         if screen is not None:
             self.repeats += 1
-            held = key == self._last_key and ticks_diff(now_ms, self._last_ms) < HOLD_MS
             self._last_key, self._last_ms = key, now_ms
-            if not held:
-                log.info("scan", "repeat of a %s code: previous verdict shown" % code.type)
-                self._show(screen)
+            log.info("scan", "repeat of a %s code: previous verdict shown" % code.type)
+            self._show(screen)
             return
         res = verdict.decide(code, policy, self.fleet.trust, self.now())
         if not res.needs_online:
