@@ -126,7 +126,7 @@ class Kiosk:
         """One pass of the main loop; waits at most timeout_ms for input."""
         board = self.board
         mq = self.mqtt
-        board.wait(timeout_ms, mq._raw if mq.state != mqttc.DOWN else None)
+        board.wait(timeout_ms, mq.raw if mq.state != mqttc.DOWN else None)
         now = board.ticks_ms()
         data = board.scanner_read()
         frames = self.frames

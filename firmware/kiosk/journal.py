@@ -579,11 +579,10 @@ class Journal:
         return len(new)
 
     def _drop_acked_segments(self):
-        # Every segment before the oldest pending check-in's is fully acknowledged.
-        keep_from = self.head.seg
-        if self.pending == 0:
-            keep_from = len(self.segs) - 1
-        n = min(keep_from, len(self.segs) - 1)
+        # Every segment before the one holding the oldest pending check-in (the
+        # head cursor; at the very end when nothing is pending) is fully
+        # acknowledged. Decided by position, never by a count.
+        n = min(self.head.seg, len(self.segs) - 1)
         if n <= 0:
             return
         for i in range(n):
@@ -591,12 +590,9 @@ class Journal:
             self.size -= self.seg_size[i]
         self.segs = self.segs[n:]
         self.seg_size = self.seg_size[n:]
-        for cur in (self.head, self.send):
+        for cur in (self.head, self.send):  # the send cursor is never behind the head
             cur.close()
-            cur.seg = max(0, cur.seg - n)
-            if cur.seg == 0 and self.pending == 0:
-                cur.seg = len(self.segs) - 1
-                cur.off = self.seg_size[-1]
+            cur.seg -= n
 
     def close(self):
         for cur in (self.head, self.send):

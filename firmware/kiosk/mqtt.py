@@ -128,8 +128,8 @@ class MQTTClient:
         self.tls = tls
         self._ctx = None
         self.state = DOWN
-        self.sock = None
-        self._raw = None
+        self.sock = None  # what we read and write: the TLS socket when TLS is on
+        self.raw = None  # the TCP socket under it: what the board's wait() polls
         self._addr = None
         self._poll = select.poll()
         self._in = bytearray()
@@ -190,7 +190,7 @@ class MQTTClient:
                 sock.close()
                 self._down("connect: %s" % e)
                 return False
-        self.sock = self._raw = sock
+        self.sock = self.raw = sock
         self._poll.register(sock, select.POLLOUT)
         self.state = CONNECTING
         self._t_start = now
@@ -201,11 +201,11 @@ class MQTTClient:
 
     def _tcp_up(self, now):
         """TCP connected: wrap in TLS if configured, queue CONNECT and the retries."""
-        self._poll.modify(self._raw, select.POLLIN)
+        self._poll.modify(self.raw, select.POLLIN)
         if self.tls:
             try:
                 self.sock = self._context().wrap_socket(
-                    self._raw, server_hostname=self.host, do_handshake_on_connect=False)
+                    self.raw, server_hostname=self.host, do_handshake_on_connect=False)
             except (OSError, ValueError) as e:
                 self._down("tls: %s" % e)
                 return
@@ -230,9 +230,9 @@ class MQTTClient:
 
     def close(self):
         """Drop the connection without telling the broker (the will is sent)."""
-        if self._raw is not None:
+        if self.raw is not None:
             try:
-                self._poll.unregister(self._raw)
+                self._poll.unregister(self.raw)
             except (OSError, KeyError, ValueError):
                 pass
         if self.sock is not None:
@@ -240,12 +240,12 @@ class MQTTClient:
                 self.sock.close()
             except OSError:
                 pass
-        if self._raw is not None and self._raw is not self.sock:
+        if self.raw is not None and self.raw is not self.sock:
             try:
-                self._raw.close()
+                self.raw.close()
             except OSError:
                 pass
-        self.sock = self._raw = None
+        self.sock = self.raw = None
         self.state = DOWN
 
     def disconnect(self):

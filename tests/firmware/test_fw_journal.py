@@ -238,3 +238,41 @@ def test_times_before_the_clock_is_set_are_fixed_exactly_or_estimated():
     later = _Clock(True, TS + 1000)
     assert j.ts_of(recs[2], later) == (TS + 5, False)  # boot 2's start was recorded
     assert j.ts_of(recs[0], later)[1] is True
+
+
+def test_random_adds_acks_rewinds_and_reopens_match_a_simple_model():
+    import random
+
+    random.seed(11)  # MicroPython's random has no Random class
+    rng = random
+    d = fwtest.tmpdir()
+    j = _open(d, max_bytes=65536)  # 8 KB segments: many rolls and deletions
+    pending = []  # the model: seqs not yet acknowledged, in order
+    handed = []
+    for step in range(1500):
+        op = rng.random()
+        if op < 0.5:
+            seq = j.add("cccd", "%012d" % step, "pass", "verified", None, TS + step)
+            if seq:
+                pending.append(seq)
+        elif op < 0.8 and pending:
+            # The bridge acks a mostly in-order batch, sometimes with gaps and repeats.
+            batch = [s for s in pending[:rng.randint(1, 40)] if rng.random() < 0.9]
+            batch += [rng.choice(pending)] if rng.random() < 0.2 else []
+            j.ack(batch)
+            pending = [s for s in pending if s not in batch]
+        elif op < 0.9:
+            rec = j.next_record()
+            if rec is not None:
+                handed.append(rec.seq)
+                assert rec.seq in pending
+        elif op < 0.95:
+            j.rewind()
+        else:
+            j.close()
+            j = _open(d, max_bytes=65536)
+        assert j.pending == len(pending), step
+    j.close()
+    j = _open(d, max_bytes=65536)
+    assert [r.seq for r in _drain(j)] == pending
+    assert len(_seg_files(d)) <= 9
