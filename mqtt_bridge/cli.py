@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dead letters are deleted after this many days (default: 7)",
     )
     a(
+        "--no-ack-process",
+        dest="ack_process",
+        action="store_false",
+        help="publish kiosk acks from the ingest process itself (slower)",
+    )
+    a(
         "--no-verify-service",
         dest="verify_enabled",
         action="store_false",

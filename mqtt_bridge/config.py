@@ -1,6 +1,7 @@
 """Bridge configuration: a TOML file, then command-line flags over it, then secrets.
 
-    [broker]   host, port, username, password_file, client_id, instance, group, session_expiry
+    [broker]   host, port, username, password_file, client_id, instance, group, session_expiry,
+               ack_process
     [spool]    path, high_water, low_water, retention_days
     [backend]  url, ca, token_url, client_id, client_secret_file, timeout, batch_size,
                retry_initial, retry_max
@@ -67,6 +68,7 @@ KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("broker", "instance"): ("instance", _str),
     ("broker", "group"): ("group", _str),
     ("broker", "session_expiry"): ("session_expiry", _int),
+    ("broker", "ack_process"): ("ack_process", _bool),
     ("spool", "path"): ("db", Path),
     ("spool", "high_water"): ("high_water", _int),
     ("spool", "low_water"): ("low_water", _int),

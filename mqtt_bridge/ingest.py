@@ -45,9 +45,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from mqtt_bridge.acker import AckPublisher, ack_body
 from mqtt_bridge.counters import Counters
 from mqtt_bridge.fleet import FleetTracker
-from mqtt_bridge.schema import PROTOCOL_VERSION, CheckIn, Rejection, is_device_id, parse_checkin
+from mqtt_bridge.schema import CheckIn, Rejection, is_device_id, parse_checkin
 from mqtt_bridge.spool import Spool, StoreResult
 
 log = logging.getLogger("mqtt_bridge.ingest")
@@ -121,12 +122,14 @@ class Ingest:
         low_water: int = DEFAULT_LOW_WATER,
         on_verify: Callable[[str, bytes], None] | None = None,
         fleet: FleetTracker | None = None,
+        acker: AckPublisher | None = None,
     ) -> None:
         """`on_stored` is called after each commit that added records (wakes the forwarder).
 
         `group`: shared-subscription group for check-ins and online checks (None: plain
         subscriptions, one bridge). `on_verify(device, payload)` answers online checks
         (None: not subscribed). `fleet` records status, telemetry and last seen.
+        `acker` publishes kiosk acks from a second process (None: from this client).
         """
         if not 0 < low_water <= high_water:
             raise ValueError("spool limits: need 0 < low_water <= high_water")
@@ -135,6 +138,7 @@ class Ingest:
         self.high_water, self.low_water = high_water, low_water
         self._on_verify = on_verify
         self.fleet = fleet
+        self.acker = acker
         self.holding = False  # back-pressure in force
         self.counters = counters
         self.host, self.port = host, port
@@ -436,10 +440,9 @@ class Ingest:
                 acks.setdefault(item.device, set()).add(item.result.seq)
             else:
                 self.client.publish(f"kiosk/{item.device}/reply", item.result.to_payload(), qos=1)
-        for device, seqs in acks.items():
-            # {"v":1,"seq":[...]} spelled out: one json.dumps per ack is measurable here.
-            body = f'{{"v":{PROTOCOL_VERSION},"seq":[{",".join(map(str, sorted(seqs)))}]}}'
-            self.client.publish(f"kiosk/{device}/ack", body, qos=1)
+        if acks and not (self.acker is not None and self.acker.send(acks)):
+            for device, seqs in acks.items():
+                self.client.publish(f"kiosk/{device}/ack", ack_body(sorted(seqs)), qos=1)
         with self._ack_lock:
             # Checked again under the lock: a reconnect may have happened meanwhile.
             for item in items:

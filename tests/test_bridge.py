@@ -358,16 +358,16 @@ def test_bridge_killed_while_messages_flow_loses_nothing(
     bridge_factory: Callable[..., ServiceProcess],
     kiosks: dict[str, Kiosk],
 ) -> None:
-    total = 1000
+    total, first = 5000, 4000
     bridge = bridge_factory(backend.url)
     a = kiosks[DEVICE_A]
-    a.publish_seqs(range(1, 801))
+    a.publish_seqs(range(1, first + 1))
     wait_for(lambda: len(a.acked) >= 40, what="the bridge acking the first check-ins")
     bridge.stop(kill=True)  # SIGKILL mid-stream: no chance to flush or ack anything more
-    assert len(a.acked) < 800, "the kill came too late to exercise anything"
+    assert len(a.acked) < first, "the kill came too late to exercise anything"
 
     # While the bridge is down the broker queues for its persistent session.
-    a.publish_seqs(range(801, total + 1))
+    a.publish_seqs(range(first + 1, total + 1))
     restarted = bridge_factory(backend.url)
     assert restarted.pid != bridge.pid
 
