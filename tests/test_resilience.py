@@ -470,3 +470,39 @@ def test_check_ins_before_the_clock_is_set_get_exact_or_estimated_times(
     finally:
         kiosk.stop()
         silent.close()
+
+
+def test_wifi_loss_reported_by_the_board_drops_the_session_at_once(
+    tmp_path: Path, broker: Broker
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    from simulator.broker import BRIDGE_USER
+
+    broker.add_account(DEVICE, PASSWORD)
+    broker.restart()
+    status: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="res-status")
+    client.username_pw_set(BRIDGE_USER, BRIDGE_PASSWORD)
+    client.on_message = lambda c, u, m: status.append(m.payload)
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe(f"kiosk/{DEVICE}/status", 1)
+    client.loop_start()
+    kiosk = make_kiosk(tmp_path, broker.port).start()
+    try:
+        kiosk.wait_ready()
+        wait_for(lambda: status[-1:] == [b"online"], what="online")
+        (kiosk.state_dir / "net.down").touch()  # the board says: no Wi-Fi
+        wait_for(lambda: "mqtt: down: wifi lost" in kiosk.console(), what="drop noticed")
+        wait_for(lambda: status[-1:] == [b"offline"], what="will published")  # not 1.5x keepalive
+        code = certificates(1, seed=71)[0]
+        before = len(kiosk.display.verdicts())
+        assert kiosk.scanner is not None
+        kiosk.scanner.scan(code[0])  # scanning goes on without a network
+        wait_for(lambda: len(kiosk.display.verdicts()) > before, what="verdict offline")
+        (kiosk.state_dir / "net.down").unlink()
+        wait_for(lambda: status[-1:] == [b"online"], timeout=15, what="back online")
+    finally:
+        kiosk.stop()
+        client.loop_stop()
+        client.disconnect()

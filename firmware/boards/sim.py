@@ -6,8 +6,9 @@
 # pyserial, exactly as a GM65 module on a serial line would. The
 # display is a JSON-lines log (display.jsonl in the state folder) that people
 # and tests watch. The kiosk's files live in KIOSK_STATE (default: current
-# folder). The network is the host's and is always "up" (network faults come
-# from simulator/netfault.py between the kiosk and the broker). Resets end
+# folder). The network is the host's; a file "net.down" in the state folder
+# emulates a lost Wi-Fi link, and simulator/netfault.py breaks the path to
+# the broker. Resets end
 # the process (EXIT_RESET; the watchdog: SIGUSR1) for the simulator to restart.
 # Heap: the 256-byte read buffer.
 
@@ -23,6 +24,7 @@ from kiosk import log
 
 EXIT_RESET = 75  # the process asks to be started again (reboot command, crash)
 RESET_NOTE = "reset.cause"  # why the last run ended, read once at the next boot
+NET_DOWN = "net.down"  # present: the (emulated) Wi-Fi link is down
 
 
 class Board:
@@ -43,6 +45,8 @@ class Board:
         self._display = open(self.path("display.jsonl"), "a")
         self._stall_at = None
         self._fed = 0
+        self._net_up = True
+        self._net_checked = time.ticks_add(time.ticks_ms(), -1000)
 
     def path(self, name):
         return self.state_dir + "/" + name
@@ -91,7 +95,17 @@ class Board:
         pass
 
     def network_up(self):
-        return True
+        # Fault injection: a file "net.down" in the state folder is a lost
+        # Wi-Fi link (looked at no more than every 200 ms).
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._net_checked) >= 200:
+            self._net_checked = now
+            try:
+                os.stat(self.path(NET_DOWN))
+                self._net_up = False
+            except OSError:
+                self._net_up = True
+        return self._net_up
 
     def rssi(self):
         return None  # no radio
