@@ -339,6 +339,16 @@ def test_reboot_command_restarts_the_kiosk_and_telemetry_names_the_reset(
         wait_for(lambda: len(replies) > n, what="status after the reboot")
         assert replies[-1]["result"]["reset"] == "soft"
         assert replies[-1]["result"]["boot"] == 2
+        # The self-test runs on the live kiosk too (kiosk/selftest.py), answered on cmd/result.
+        n = len(replies)
+        client.publish(f"kiosk/{DEVICE}/cmd", json.dumps({"v": 1, "id": "t1", "cmd": "selftest"}),
+                       1)
+        wait_for(lambda: len(replies) > n, timeout=20, what="self-test report")
+        report = replies[-1]
+        assert report["id"] == "t1" and isinstance(report["ok"], bool)
+        names = [c[0] for c in report["result"]["checks"]]
+        assert "journal" in names and "broker" in names and "scanner" not in names
+        assert kiosk.alive()
     finally:
         kiosk.stop()
         client.loop_stop()
