@@ -179,9 +179,9 @@ class Link:
         if leaf == "ack":
             seqs = msg.get("seq")
             if isinstance(seqs, list):
-                self._acked(seqs)
+                freed = self._acked(seqs)
                 log.info("journal", "bridge stored %d, %d waiting"
-                         % (len(seqs), self.journal.pending))
+                         % (freed, self.journal.pending))
         else:
             seq = msg.get("seq")
             log.warn("bridge", "rejected check-in %s: %s %s"
@@ -190,6 +190,7 @@ class Link:
                 self._acked([seq])
 
     def _acked(self, seqs):
+        """Forget acknowledged check-ins; returns how many were still pending."""
         freed = self.journal.ack(seqs)
         self.counts["acked"] += freed
         fl = self.inflight
@@ -199,6 +200,7 @@ class Link:
                 fl.pop(i)
             else:
                 i += 1
+        return freed
 
     def _command(self, payload):
         reply, action = commands.handle(payload, self)
