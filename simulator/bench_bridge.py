@@ -100,7 +100,9 @@ def _stats(url: str) -> int:
     return int(httpx.get(url + "/api/v1/stats", timeout=10).json()["total"])
 
 
-def bridge_rates(results: Results, work: Path, devices: list[str], per_kiosk: int) -> float:
+def bridge_rates(
+    results: Results, work: Path, devices: list[str], per_kiosk: int, forward: bool = True
+) -> float:
     """The bridge under the same load: durable and end-to-end rates, then the forwarder."""
     total = len(devices) * per_kiosk
     broker = _broker(work / "broker", devices)
@@ -135,6 +137,8 @@ def bridge_rates(results: Results, work: Path, devices: list[str], per_kiosk: in
         e2e = total / (e2e_done - started)
         report(results, "bridge_end_to_end_rate", e2e, "checkins/s", quiet=True)
 
+        if not forward:
+            return e2e
         # The forwarder alone: fill the spool while the backend refuses, then let go.
         httpx.post(backend.url + "/admin/faults", json={"status": 503, "scope": "checkins"})
         run_load(broker.port, devices, per_kiosk, first_seq=per_kiosk + 1)
@@ -279,14 +283,18 @@ def run(results: Results, work: Path) -> None:
     """
     work = work / "bench-bridge"
     devices = kiosk_ids(500)
-    per_kiosk = 100  # 50,000 check-ins per measurement
+    per_kiosk = 80  # 40,000 check-ins per measurement
     ceilings, rates = [], []
     for attempt in range(2):
         ceilings.append(paho_ceiling(work / f"c{attempt}", devices, per_kiosk))
         scratch: Results = {}
-        rates.append(bridge_rates(scratch, work / f"b{attempt}", devices, per_kiosk))
-        if attempt == 0 or rates[-1] >= max(rates[:-1]):
+        rates.append(
+            bridge_rates(scratch, work / f"b{attempt}", devices, per_kiosk, forward=attempt == 0)
+        )
+        if attempt == 0:
             best = scratch
+        elif rates[-1] > rates[0]:
+            best.update(scratch)
     ceiling = max(ceilings)
     report(results, "paho_qos1_ceiling", ceiling, "msg/s")
     for name, figure in best.items():
