@@ -333,7 +333,7 @@ class MQTTClient:
         if n == 0:
             self._down("closed by broker")
             return False
-        self._in += buf[:n]
+        self._in += memoryview(buf)[:n]  # no intermediate copy
         self._t_recv = time.ticks_ms()
         return True
 
