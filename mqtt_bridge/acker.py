@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -97,6 +98,10 @@ class AckPublisher:
 
 def main(argv: list[str]) -> int:
     """The child: connect, then publish one ack per stdin line until EOF."""
+    # A SIGTERM/SIGINT to the bridge's process group is the bridge's to handle: it
+    # drains, then closes our stdin, and we leave after publishing what it sent.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port, username, client_id = argv
     connected = threading.Event()
@@ -114,7 +119,9 @@ def main(argv: list[str]) -> int:
     client.loop_start()
     last: mqtt.MQTTMessageInfo | None = None
     try:
-        connected.wait()
+        # No waiting for the broker before reading: stdin's EOF must always be seen
+        # (it is how the bridge's death reaches us). paho queues QoS 1 publishes made
+        # while disconnected and sends them once connected.
         for line in sys.stdin.buffer:
             device, _, seqs = line.decode("ascii", "replace").strip().partition(" ")
             if not is_device_id(device):
@@ -124,8 +131,9 @@ def main(argv: list[str]) -> int:
             except ValueError:
                 continue
             last = client.publish(f"kiosk/{device}/ack", ack_body(numbers), qos=1)
-        if last is not None:
-            last.wait_for_publish(5)  # stdin closed: send what is queued, then leave
+        if last is not None and connected.is_set():
+            with contextlib.suppress(RuntimeError, ValueError):
+                last.wait_for_publish(5)  # stdin closed: send what is queued, then leave
     finally:
         client.disconnect()
         client.loop_stop()
