@@ -65,8 +65,10 @@ DEFAULT_HIGH_WATER = 200_000
 DEFAULT_LOW_WATER = 150_000
 #: 30 days: the broker queues check-ins for a bridge that is down up to this long.
 DEFAULT_SESSION_EXPIRY = 30 * 24 * 3600
-#: Most messages committed in one transaction (the broker has at most 100 in flight anyway).
+#: Most messages committed in one transaction.
 MAX_GROUP = 500
+#: Most unacknowledged check-ins the broker may send us at a time (MQTT v5 Receive Maximum).
+RECEIVE_MAXIMUM = 2 * MAX_GROUP
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,10 @@ class Ingest:
         """Start the writer and the MQTT network thread; connecting (and retrying) is async."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.session_expiry
+        # MQTT v5 lets the client bound what the broker sends unacked (Mosquitto's
+        # max_inflight_messages only binds v3 clients): two commit groups' worth, so
+        # the writer always has a full group waiting and back-pressure bites.
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         self._writer.start()
         log.info("connecting to broker %s:%d", self.host, self.port)
         self.client.connect_async(
