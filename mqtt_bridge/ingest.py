@@ -45,7 +45,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from mqtt_bridge.acker import AckPublisher, ack_body
+from mqtt_bridge.acker import AckPublisher, ack_body, tcp_nodelay
 from mqtt_bridge.counters import Counters
 from mqtt_bridge.fleet import FleetTracker
 from mqtt_bridge.schema import CheckIn, Rejection, is_device_id, parse_checkin
@@ -171,6 +171,7 @@ class Ingest:
         # A bug in a callback must cost one message, not the network thread.
         client.suppress_exceptions = True
         client.on_connect = self._on_connect
+        client.on_socket_open = tcp_nodelay
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe

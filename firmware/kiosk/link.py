@@ -289,6 +289,7 @@ class Link:
         if time.ticks_diff(now, self.next_telemetry) >= 0:
             self.next_telemetry = time.ticks_add(now, self.telemetry_ms)
             self.send_telemetry()
+        mq.flush()  # what this pass queued leaves now, not after the next wait
         if self.reboot_at is not None and time.ticks_diff(now, self.reboot_at) >= 0:
             log.info("app", "rebooting (command)")
             mq.publish(topic(self.device, "status"), b"offline", 1, True)

@@ -52,6 +52,12 @@ OUT_MAX = const(8192)  # outgoing bytes buffered before publish() says "later"
 CONNECT_TIMEOUT_MS = const(10000)  # TCP connect + TLS handshake + CONNACK
 PING_WAIT_MS = const(5000)  # a PINGREQ unanswered this long: the path is dead
 MAX_INFLIGHT = const(16)  # QoS 1 PUBLISHes awaiting PUBACK
+# setsockopt(IPPROTO_TCP, TCP_NODELAY): the same numbers on Linux and lwIP; the
+# unix port does not name them. Without it a small packet written while the
+# previous one is unacknowledged waits for the broker's delayed ACK (~40 ms):
+# a PUBACK then the next check-in, or an online check's request.
+_IPPROTO_TCP = const(6)
+_TCP_NODELAY = const(1)
 
 DOWN = const(0)
 CONNECTING = const(1)  # TCP handshake under way
@@ -180,6 +186,7 @@ class MQTTClient:
                 self._addr = socket.getaddrinfo(self.host, self.port)[0][-1]
             sock = socket.socket()
             sock.setblocking(False)
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
         except OSError as e:
             self._down("connect: %s" % e)
             return False
@@ -252,7 +259,7 @@ class MQTTClient:
         """Clean DISCONNECT (the broker discards the will), then close."""
         if self.state == UP:
             self._out += b"\xe0\x00"
-            self._flush()
+            self.flush()
         self.close()
 
     def _down(self, reason):
@@ -297,7 +304,8 @@ class MQTTClient:
         self._out += packet(0x82, struct.pack("!H", pid) + _str(topic) + bytes([qos]))
         return pid
 
-    def _flush(self):
+    def flush(self):
+        """Write what is queued, as far as the socket takes it now (never blocks)."""
         if not self._out or self.sock is None:
             return
         try:
@@ -437,7 +445,7 @@ class MQTTClient:
                 return
             else:
                 return
-        self._flush()
+        self.flush()
         if self.state == DOWN:
             return
         # TLS may hold decrypted bytes poll() cannot see: just try to read.
@@ -448,7 +456,7 @@ class MQTTClient:
             self._parse()
             if self.state == DOWN:
                 return
-            self._flush()
+            self.flush()
         if self.state == WAIT_CONNACK:
             if time.ticks_diff(now, self._t_start) > CONNECT_TIMEOUT_MS:
                 self._down("no CONNACK")
@@ -466,4 +474,4 @@ class MQTTClient:
                     or time.ticks_diff(now, self._t_recv) > ka // 2):
                 self._out += b"\xc0\x00"  # PINGREQ
                 self._t_ping = now
-                self._flush()
+                self.flush()
