@@ -1,3 +1,3 @@
 """The technicians' command line (`kioskctl`): find ports, and later flash, provision, deploy."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -8,4 +8,4 @@ idempotent batches. Run it with `kiosk-bridge run` (mqtt_bridge.cli).
 
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

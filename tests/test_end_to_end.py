@@ -24,6 +24,7 @@ from conftest import BRIDGE_PASSWORD, wait_for
 
 from kiosk.journal import pending_in
 from kiosk.policy import DEFAULT_BODY  # the firmware's own journal code, on CPython
+from kiosk.version import VERSION
 from mqtt_bridge.documents import save_private_key
 from mqtt_bridge.verify import answer_from_status
 from simulator import codes as sample_codes
@@ -142,7 +143,7 @@ def test_two_hundred_codes_from_scanner_to_backend(
             assert (r["type"], r["id"]) == (s.type, s.ident)
             assert r["device"] == DEVICE and r["venue"] == VENUE and r["gate"] == "GATE-1"
             assert (r["verdict"], r["how"], r.get("reason")) == expected_verdict(s)
-            assert r["fw"] == "0.1.0"
+            assert r["fw"] == VERSION  # the firmware that took it
             assert started - 5 <= r["ts"] <= int(time.time()) + 5
         assert kiosk.alive()
         # The bridge acknowledged every check-in back to the kiosk ...

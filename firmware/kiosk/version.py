@@ -1,2 +1,2 @@
 # Firmware version, sent in every check-in and shown at boot.
-VERSION = "0.1.0"
+VERSION = "0.2.0"
