@@ -8,14 +8,26 @@
   is blackholed, dropped and refused in turn (simulator/netfault.py);
 - kiosk_min_heapsize_{source,bundle}_kb: the smallest `micropython -X
   heapsize` at which the soak (every code type, garbage, MQTT session,
-  reconnect, journal, telemetry, status command) still passes (bisection,
-  8 KB steps), for the source tree and for the mpy-cross bundle;
-- kiosk_code_heap_*_bytes: what the imported modules alone take: the unix
-  port keeps all bytecode on the heap (64-bit objects), an ESP32 image with
-  frozen modules keeps it in flash;
+  reconnect, journal, telemetry, status command) still passes (bisection
+  down to 8 KB), for the source tree and for the mpy-cross bundle. Indicative
+  within ~16 KB: near the limit, passing is not monotonic in the heap size,
+  because what fails is a contiguous block in a heap fragmented by loading
+  the modules (the source tree compiles them at boot) - e.g. the source tree
+  passed at 200k, failed at 208k and passed from 216k;
+- kiosk_code_heap_*_bytes: what the resident modules take once imported (the
+  ones loaded only at boot, for a command or for a fleet document are
+  unloaded after use, kiosk/__init__.py): the unix port keeps all bytecode on
+  the heap (64-bit objects), an ESP32 image with frozen modules keeps it in
+  flash;
 - kiosk_peak_heap_*_bytes, kiosk_data_heap_*_bytes: at the smallest heap,
-  the peak in use (heapsize minus the lowest heap_free in telemetry), and
-  that minus the code: the workload's own data.
+  the peak in use (heapsize minus the lowest heap_free in telemetry: live
+  data after a collect, sampled while idle), and that minus the code: the
+  workload's own data.
+
+Figures (64-bit unix port, 2026-11): code heap source 112 KB / bundle 110 KB
+(was 124 / 122 KB); smallest heap source ~200-211 KB / bundle 176 KB (was
+197-211 / 211 KB). A 14 KB signed trust list needs ~32 KB free to be taken
+(was ~71 KB).
 
     python -m simulator.bench_resilience
 """

@@ -257,8 +257,11 @@ def test_whole_workload_fits_128_kb_of_heap_beside_the_code(tmp_path: Path) -> N
     """Every code type, garbage, the MQTT session with a broker restart, the
     journal, telemetry and a status command, under `micropython -X heapsize`
     = the firmware's own bytecode + 128 KB. On the unix port all bytecode sits
-    on the heap (~120 KB, 64-bit objects); an ESP32 image freezes it into
-    flash, so 128 KB beside the code is the device's budget for data."""
+    on the heap (~110 KB resident, 64-bit objects; boot-only and rare modules
+    are unloaded after use, kiosk/__init__.py unload); an ESP32 image freezes
+    it into flash, so 128 KB beside the code is the device's budget for data.
+    (A literal 128k does not hold the unix port's code and its fragmentation:
+    simulator/bench_resilience.py measures the smallest heap.)"""
     from simulator.bench_resilience import code_heap_bytes, soak
     from simulator.kiosk import FIRMWARE_DIR
 
