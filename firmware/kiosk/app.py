@@ -9,9 +9,10 @@
 # display confirmed survives a power cut at any instruction.
 # Heap: ~6 KB for the app state plus the modules' own (see each module).
 
+import gc
 import time
 
-from kiosk import codes, gm65, log, ui
+from kiosk import codes, log, ui, unload
 from kiosk import mqtt as mqttc
 from kiosk.clock import Clock
 from kiosk.gate import Gate
@@ -160,7 +161,7 @@ class Kiosk:
     def run(self):
         log.info("app", "kiosk %s fw %s, %d check-ins waiting in the journal"
                  % (self.device, VERSION, self.journal.pending))
-        err = gm65.setup(self.board)  # continuous mode, CR tail, 9600; read back
+        err = _setup_scanner(self.board)
         if err:
             self.scanner_fault = "scanner"  # the kiosk runs on; staff see the fault
             log.error("scanner", "GM65 setup failed: " + err)
@@ -170,6 +171,7 @@ class Kiosk:
         if self.safe_mode:
             log.warn("app", "safe mode: %d crashes in a row" % self.health.streak)
         self.health.start_watchdog()
+        gc.collect()  # the boot's garbage, before the loop's first allocations
         while True:
             try:
                 self.step(LOOP_MS)
@@ -182,12 +184,29 @@ class Kiosk:
                     self.link._on_down("loop error")  # start afresh, after a backoff
 
 
-def main(board):
-    """Boot: show the version, load and check the config, then run forever."""
+def _setup_scanner(board):
+    """Continuous mode, CR tail, 9600 baud, read back (kiosk/gm65.py); None or
+    what failed. Boot only: the module is unloaded afterwards (kiosk/__init__.py)."""
+    from kiosk import gm65
+
+    err = gm65.setup(board)
+    unload("gm65")
+    return err
+
+
+def _load_config(board):
+    """(cfg, None) or (None, error). Boot only: the validator is unloaded afterwards."""
     from kiosk import config
 
+    got = config.load(board.path("config.json"), need_wifi=board.HAS_WIFI)
+    unload("config")
+    return got
+
+
+def main(board):
+    """Boot: show the version, load and check the config, then run forever."""
     board.show(ui.boot(VERSION))
-    cfg, err = config.load(board.path("config.json"), need_wifi=board.HAS_WIFI)
+    cfg, err = _load_config(board)
     if err:
         log.error("config", err)
         board.show(ui.config_error(err.split(":")[0]))

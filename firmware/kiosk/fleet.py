@@ -11,18 +11,22 @@
 # and verified again at boot. Without any policy the built-in default applies;
 # without a trust list no certificate can be verified.
 # Heap: the policy (~2 KB) and the trust list's signers (~0.5 KB each); the
-# document text only while it is verified (at most 16 KiB).
+# document text only while it is verified (at most 16 KiB). The verifier
+# (kiosk/docs.py) and the certificate parser (kiosk/der.py) are loaded only
+# while a new document is taken, then unloaded (kiosk/__init__.py): documents
+# come at boot and a few times a year, their code need not stay on the heap.
 
 import binascii
+import gc
 import hashlib
 import os
 
-from kiosk import docs, log, policy, trust
+from kiosk import log, policy, trust, unload
 
 KINDS = ("policy", "trust")
 # Repeats of the document held (a retained message comes again after every
-# reconnect) are not worth a warning.
-_QUIET = (docs.R_SAME_SERIAL,)
+# reconnect) are not worth a warning: kiosk/docs.py R_SAME_SERIAL.
+SAME = "same_serial"
 
 
 class Fleet:
@@ -56,7 +60,7 @@ class Fleet:
         """At boot: verify the documents stored on flash again."""
         for kind in KINDS:
             try:
-                with open(self._path(kind)) as f:
+                with open(self._path(kind), "rb") as f:
                     text = f.read()
             except OSError:
                 log.info("fleet", "no stored %s document" % kind)
@@ -76,7 +80,7 @@ class Fleet:
         if reason is None:
             self.accepted += 1
             log.info("fleet", "%s document %d in use" % (kind, self.serial[kind]))
-        elif reason not in _QUIET:
+        elif reason != SAME:
             self.rejected += 1
             self.last_error = (kind, reason)
             log.warn("fleet", "%s document rejected: %s" % (kind, reason))
@@ -85,15 +89,23 @@ class Fleet:
     def _take(self, kind, text, now, store):
         if self.key is None:
             return "no_operator_key"
-        if isinstance(text, (bytes, bytearray)):
-            try:
-                text = str(text, "utf-8")
-            except UnicodeError:
-                return "not_jws"
-        digest = hashlib.sha256(text.encode()).digest()
+        if isinstance(text, str):
+            text = text.encode()
+        # Bytes throughout (kiosk/docs.py): hashed and verified without copies.
+        digest = hashlib.sha256(text).digest()
         if digest == self._held[kind]:
-            return docs.R_SAME_SERIAL
+            return SAME
+        try:
+            return self._verify_and_take(kind, text, digest, now, store)
+        finally:
+            unload("docs", "der")  # loaded by docs.verify / trust.from_body
+            gc.collect()  # the document's text, JSON and big integers
+
+    def _verify_and_take(self, kind, text, digest, now, store):
+        from kiosk import docs
+
         doc, reason = docs.verify(text, self.key, kind, self.serial[kind], now)
+        del docs
         if reason:
             return reason
         body = doc["body"]
@@ -126,7 +138,7 @@ class Fleet:
     def _store(self, kind, text):
         path = self._path(kind)
         tmp = path + ".new"
-        with open(tmp, "w") as f:
+        with open(tmp, "wb") as f:
             f.write(text)
         try:
             os.remove(path)  # LittleFS renames over a file; other file systems may not

@@ -23,7 +23,7 @@ import json
 import random
 import time
 
-from kiosk import commands, log, telemetry
+from kiosk import log, telemetry, unload
 from kiosk import mqtt as mqttc
 from kiosk.version import VERSION
 
@@ -86,6 +86,7 @@ class Link:
         self._held = None  # a record waiting for the clock
         self.telemetry_ms = cfg["telemetry_s"] * 1000
         self.next_telemetry = time.ticks_add(board.ticks_ms(), 5000)
+        gc.collect()  # the low-water mark counts live data, not the boot's garbage
         self.heap_min = gc.mem_free()
         self.t_heap = board.ticks_ms()
         self.reboot_at = None
@@ -203,7 +204,15 @@ class Link:
         return freed
 
     def _command(self, payload):
-        reply, action = commands.handle(payload, self)
+        # Commands are rare: their code (and the self-test's) is loaded for
+        # the one and unloaded after it (kiosk/__init__.py).
+        from kiosk import commands
+
+        try:
+            reply, action = commands.handle(payload, self)
+        finally:
+            del commands
+            unload("commands", "selftest", "gm65", "config")
         if reply is not None:
             self.mqtt.publish(topic(self.device, "cmd/result"), reply, 1)
         if action == "reboot":

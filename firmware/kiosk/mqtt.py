@@ -370,7 +370,9 @@ class MQTTClient:
             if len(data) < i + length:
                 return
             first = data[0]
-            body = bytes(data[i:i + length])
+            # A view, not a copy: a fleet document is up to 16 KiB, and
+            # _handle copies out only the payload it hands on.
+            body = memoryview(data)[i:i + length]
             data = data[i + length:]
             self._in = data
             self._handle(first, body)
@@ -412,7 +414,7 @@ class MQTTClient:
                 pos += 2
                 self._out += packet(0x40, struct.pack("!H", pid))
             if self.on_message:
-                self.on_message(topic, body[pos:])
+                self.on_message(topic, bytes(body[pos:]))
         elif kind == 4:  # PUBACK
             if len(body) >= 2:
                 pid = (body[0] << 8) | body[1]

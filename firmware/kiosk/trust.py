@@ -11,7 +11,7 @@
 
 import binascii
 
-from kiosk import der, p256, rsa
+from kiosk import p256, rsa
 
 try:
     from micropython import const
@@ -73,7 +73,11 @@ def kinds_for_eku(eku, critical=False):
 
 
 def signer_from_der(kid, cert_der):
-    """Parse one signer certificate. Returns (Signer, None) or (None, reason)."""
+    """Parse one signer certificate. Returns (Signer, None) or (None, reason).
+    The parser is imported here, not at the top: kiosk/fleet.py unloads it
+    once a trust list is built."""
+    from kiosk import der
+
     info, err = der.parse_certificate(cert_der)
     if err:
         return None, err

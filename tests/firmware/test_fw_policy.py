@@ -1,14 +1,14 @@
-# The city's policy body (firmware/kiosk/policy.py): validation with errors
+# The city's policy body (firmware/kiosk/policy.py, policycheck.py): validation with errors
 # that name the field, the built-in default, levels, the salted deny list.
 
 import binascii
 import json
 
-from kiosk import policy
+from kiosk import policy, policycheck
 
 
 def _body(**over):
-    body = json.loads(json.dumps(policy.DEFAULT_BODY))  # a deep copy
+    body = json.loads(json.dumps(policycheck.DEFAULT_BODY))  # a deep copy
     body.update(over)
     return body
 

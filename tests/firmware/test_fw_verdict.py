@@ -5,7 +5,7 @@
 import binascii
 import json
 
-from kiosk import codes, hc1, policy, verdict
+from kiosk import codes, hc1, policy, policycheck, verdict
 
 DAY = 86400
 NOW = verdict.days_from_civil(2026, 11, 25) * DAY + 12 * 3600  # 2026-11-25 12:00 UTC
@@ -42,7 +42,7 @@ def _cert(kind, **entry):
 
 
 def _policy(**level):
-    body = json.loads(json.dumps(policy.DEFAULT_BODY))
+    body = json.loads(json.dumps(policycheck.DEFAULT_BODY))
     body["levels"]["2"].update(level)
     p, err = policy.parse(body)
     assert err is None, err
@@ -161,7 +161,7 @@ def test_certificates_pass_only_with_signature_and_rules():
 
 
 def _deny(*idents):
-    body = json.loads(json.dumps(policy.DEFAULT_BODY))
+    body = json.loads(json.dumps(policycheck.DEFAULT_BODY))
     salt = b"0123456789abcdef"
     body["deny"] = {"salt": binascii.hexlify(salt).decode(),
                     "sha256": [binascii.hexlify(policy.deny_hash(salt, i)).decode()
@@ -189,14 +189,14 @@ def test_identity_codes_need_the_online_check_or_the_offline_rule():
     assert r.name == "TRAN T** B***"
     admitted = verdict.offline_rule(r, "offline")
     assert (admitted.verdict, admitted.how, admitted.reason) == ("pass", "unverified", "offline")
-    strict, _ = policy.parse(dict(policy.DEFAULT_BODY, level=3))
+    strict, _ = policy.parse(dict(policycheck.DEFAULT_BODY, level=3))
     r = verdict.decide(cccd, strict, None, NOW)
     refused = verdict.offline_rule(r, "online_timeout")
     assert (refused.verdict, refused.how, refused.reason) == ("fail", "refused", "online_timeout")
     no_online = _policy(identity={"online": False, "offline": "admit_unverified"})
     r = verdict.decide(cccd, no_online, None, NOW)
     assert (r.verdict, r.how, r.reason) == ("pass", "unverified", "not_checked")
-    closed, _ = policy.parse(dict(policy.DEFAULT_BODY, level=4))
+    closed, _ = policy.parse(dict(policycheck.DEFAULT_BODY, level=4))
     r = verdict.decide(cccd, closed, None, NOW)
     assert (r.verdict, r.how, r.reason) == ("fail", "refused", "not_accepted")
 
