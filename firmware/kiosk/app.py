@@ -212,7 +212,8 @@ class Kiosk:
 
 
 def main(board):
-    """Boot: show the version, load and check the config, then run forever."""
+    """Boot: show the version, load and check the config, then run until
+    ctrl-C stops it for maintenance."""
     from kiosk import config
 
     board.show(ui.boot(VERSION))
