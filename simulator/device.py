@@ -24,6 +24,14 @@ board's life cycle, which this process adds and nothing more:
   prints "soft reboot" and runs /main.py again; when the app ends by itself
   the board drops to the REPL.
 
+- the hardware watchdog: the app's board (firmware/boards/sim.py) starts and
+  feeds it through a pipe (KIOSK_WDT_FD); like an ESP32's it outlives the app
+  and a soft reset, and when nobody fed it for its timeout the board resets
+  (the console shows "rst:0x7 (TG0WDT_SYS_RESET)") and runs /main.py. A
+  maintenance window (the app interrupted by ctrl-C, kiosk/health.py) feeds
+  it by itself until the window ends or a soft reset, as the app's
+  machine.Timer does on a chip. Reset causes are noted in ROOT/reset.cause.
+
 Because the unix port cannot soft-reset *into* the raw REPL as a board does,
 mpremote must be told `resume` (kioskctl always does). The kiosk's scanner
 UART is a second pseudo-terminal (`scanner`), driven like a GM65 module with
@@ -57,6 +65,8 @@ CTRL_C = 0x03
 _OUT_CAP = 8192  # console bytes kept while nobody reads the port (then the oldest are dropped)
 _REPL_OUT_CAP = 1 << 20  # while the REPL talks to a tool, nothing is dropped up to this much
 _STOP_GRACE_S = 3.0  # an app that ignores ctrl-C this long is killed
+RESET_NOTE = "reset.cause"  # == firmware/boards/sim.py RESET_NOTE
+WDT_RESET_BANNER = b"\r\nets Jul 29 2019 12:21:46\r\n\r\nrst:0x7 (TG0WDT_SYS_RESET),boot:0x13\r\n"
 
 
 def _nonblocking(fd: int) -> None:
@@ -74,10 +84,11 @@ class Board:
     """The device process: serial port, console, app / REPL life cycle."""
 
     def __init__(self, root: Path, micropython: str, console_log: Path | None = None,
-                 heapsize: str | None = None) -> None:
+                 heapsize: str | None = None, env: dict[str, str] | None = None) -> None:
         self.root = root.resolve()
         self.micropython = micropython
         self.heapsize = heapsize
+        self.env = dict(env or {})  # more environment for the interpreter (tests: short timers)
         self.console_log = open(console_log, "ab") if console_log else None  # noqa: SIM115
         self.ser_m, self.ser_s = _raw_pty()  # the "USB serial port": tools open ser_s's name
         self.con_m, self.con_s = _raw_pty()  # the interpreter's terminal
@@ -93,6 +104,13 @@ class Board:
         self.repl_ready = False
         self.ready_at = 0.0
         self.tail = b""  # last bytes of console output, to see a prompt split across reads
+        # The watchdog: the app writes "start MS", "feed", "maint MS" lines on wdt_w.
+        self.wdt_r, self.wdt_w = os.pipe()
+        _nonblocking(self.wdt_r)
+        self.wdt_lines = b""
+        self.wdt_ms: int | None = None  # running with this timeout (it cannot be stopped)
+        self.wdt_fed = 0.0  # monotonic time of the last feed
+        self.maint_end: float | None = None  # a maintenance window feeds it until then
 
     @property
     def port(self) -> str:
@@ -111,15 +129,17 @@ class Board:
         if script:
             cmd.append(script)
         env = {
+            **self.env,
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "KIOSK_STATE": str(self.root),
             "KIOSK_SCANNER_FD": str(self.scan_m),
+            "KIOSK_WDT_FD": str(self.wdt_w),
             # '' = the current folder = the device's "/", as sys.path[0] on an ESP32.
             "MICROPYPATH": ":.frozen:lib",
         }
         self.child = subprocess.Popen(
             cmd, cwd=self.root, env=env, stdin=self.con_s, stdout=self.con_s,
-            stderr=self.con_s, pass_fds=[self.scan_m], start_new_session=True,
+            stderr=self.con_s, pass_fds=[self.scan_m, self.wdt_w], start_new_session=True,
             preexec_fn=die_with_parent,
         )
 
@@ -146,9 +166,56 @@ class Board:
         if was == "repl":  # ctrl-D at the REPL: soft reset
             self._emit(b"soft reboot\r\n")
             self.into.clear()
+            self.maint_end = None  # machine.Timer objects end; the watchdog runs on
             self.boot()
         else:  # interrupted, or the app ended: the board shows its REPL
             self._repl()
+
+    # -- the watchdog --------------------------------------------------------
+
+    def _read_wdt(self) -> None:
+        while True:
+            try:
+                data = os.read(self.wdt_r, 4096)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self.wdt_lines += data
+        *lines, self.wdt_lines = self.wdt_lines.split(b"\n")
+        now = time.monotonic()
+        for line in lines:
+            word, _, arg = line.decode(errors="replace").partition(" ")
+            if word == "start":
+                self.wdt_ms = int(arg)
+            elif word == "maint" and self.wdt_ms is not None:
+                self.maint_end = now + int(arg) / 1000
+            if word in ("start", "feed", "maint"):
+                self.wdt_fed = now
+
+    def _check_wdt(self) -> None:
+        """Reset the board if the running watchdog was not fed in time."""
+        if self.wdt_ms is None:
+            return
+        now = time.monotonic()
+        if self.maint_end is not None:  # the window's timer feeds it, until the end
+            self.wdt_fed = max(self.wdt_fed, min(now, self.maint_end))
+        if now - self.wdt_fed < self.wdt_ms / 1000:
+            return
+        child, self.child = self.child, None
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        self._drain_console()
+        note = self.root / RESET_NOTE
+        if not note.exists():  # "maintenance" when a window ended, noted by the app
+            note.write_text("watchdog")
+        self._emit(WDT_RESET_BANNER)
+        self.wdt_ms = self.maint_end = None  # a hardware reset stops it
+        self.wdt_lines = b""
+        self.into.clear()
+        self.held.clear()
+        self.boot()
 
     # -- bytes ---------------------------------------------------------------
 
@@ -212,6 +279,7 @@ class Board:
             wants_in = (self.into and self.mode == "repl" and self.repl_ready
                         and time.monotonic() >= self.ready_at)
             poll.register(self.con_m, select.POLLIN | (select.POLLOUT if wants_in else 0))
+            poll.register(self.wdt_r, select.POLLIN)
             for fd, ev in poll.poll(10 if self.into else 50):
                 if fd == self.ser_m and ev & select.POLLIN:
                     with contextlib.suppress(BlockingIOError):
@@ -223,6 +291,9 @@ class Board:
                 if fd == self.con_m and ev & select.POLLOUT and wants_in:
                     with contextlib.suppress(BlockingIOError):
                         del self.into[: os.write(self.con_m, self.into)]
+                if fd == self.wdt_r:
+                    self._read_wdt()
+            self._check_wdt()
             if self.out and len(self.out) >= _OUT_CAP and self.mode != "repl":
                 self._write_port()
             child = self.child
@@ -236,7 +307,8 @@ class Board:
         if self.child is not None and self.child.poll() is None:
             self.child.kill()
             self.child.wait()
-        for fd in (self.ser_m, self.ser_s, self.con_m, self.con_s, self.scan_m, self.scan_s):
+        for fd in (self.ser_m, self.ser_s, self.con_m, self.con_s, self.scan_m, self.scan_s,
+                   self.wdt_r, self.wdt_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -247,12 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="the board's flash (its files are '/')")
     parser.add_argument("--console-log", type=Path, help="append all console output here")
     parser.add_argument("--heapsize", help="MicroPython heap, e.g. 128k (an ESP32 has ~100k)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="more environment for the interpreter, e.g. KIOSK_SIM_WDT_MS=1500")
     parser.add_argument("--link", type=Path,
                         help="also name the port by this symlink while the device runs, as "
                         "/dev/serial/by-id/... names a real board (pty numbers get reused)")
     args = parser.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
-    board = Board(args.root, micropython_binary(), args.console_log, args.heapsize)
+    env = {name: value for name, _, value in (item.partition("=") for item in args.env)}
+    board = Board(args.root, micropython_binary(), args.console_log, args.heapsize, env)
 
     def _terminate(signum: int, frame: object) -> None:
         raise SystemExit(0)
@@ -284,6 +359,7 @@ class VirtualDevice:
 
     root: Path
     heapsize: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. {"KIOSK_SIM_WDT_MS": "1500"}
     port: str = ""
     scanner_port: str = ""
     scanner: VirtualScanner | None = field(default=None, repr=False)
@@ -314,6 +390,8 @@ class VirtualDevice:
                "--console-log", str(self.console_path), "--link", str(self.link_path)]
         if self.heapsize:
             cmd += ["--heapsize", self.heapsize]
+        for name, value in self.env.items():
+            cmd += ["--env", f"{name}={value}"]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True,
             preexec_fn=die_with_parent, cwd=Path(__file__).resolve().parent.parent,

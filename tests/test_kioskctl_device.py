@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -271,3 +271,74 @@ def test_monitor_timestamps_and_decodes_levels(tmp_path: Path) -> None:
         assert level in ("INFO", "WARN", "ERROR"), line
     assert any("WARN  mqtt: down: x" in line for line in lines)
     assert any("ERROR config: venue: missing" in line for line in lines)
+
+
+def _resets(dev: VirtualDevice) -> int:
+    """Watchdog resets the device's console shows (an ESP32's ROM line)."""
+    return dev.console().count("rst:0x7 (TG0WDT_SYS_RESET)")
+
+
+def test_a_technicians_session_outlasts_the_watchdog_and_a_forgotten_one_ends(
+        tmp_path: Path, bundle: Path) -> None:
+    """ctrl-C from kioskctl/mpremote opens a maintenance window: the board feeds the
+    watchdog it cannot stop, a restart ends the window, and a kiosk left at the REPL
+    is reset into the app by the watchdog when the window is over."""
+    import time
+
+    from host_tools.repl import Board
+    from host_tools.selftest import run_selftest
+
+    wdt_s, window_s = 1.5, 6.0  # the kiosk's are 8 s and 10 minutes
+    dev = VirtualDevice(tmp_path / "flash", env={"KIOSK_SIM_WDT_MS": "1500",
+                                                 "KIOSK_SIM_MAINT_MS": "6000"}).start()
+    try:
+        assert kioskctl("deploy", "--port", dev.port, "--bundle", str(bundle),
+                        "--no-restart").returncode == 0
+        # No broker listens on port 9: the app runs, and feeds its watchdog, without one.
+        prov = kioskctl(*provision_args(dev, "kiosk-wd-0001", 9, tmp_path / "fleet"))
+        assert "app running" in prov.stdout, prov.stdout + prov.stderr
+        wait_for(lambda: "MOI QUET MA QR" in (dev.root / "display.jsonl").read_text(),
+                 what="the app at its idle screen, its watchdog started")
+
+        # A session much longer than the watchdog's timeout: self-test, commands, deploy.
+        started = time.monotonic()
+        test = kioskctl("selftest", "--port", dev.port, "--no-restart", timeout=30)
+        assert "self-test" in test.stdout + test.stderr
+        with Board.connect(dev.port) as board:
+            assert run_selftest(board)["checks"]
+            while time.monotonic() - started < 3 * wdt_s:
+                assert board.exec("print(6 * 7)").strip() == "42"
+        again = kioskctl("deploy", "--port", dev.port, "--bundle", str(bundle))
+        assert "0 files copied" in again.stdout and "app running" in again.stdout, again.stdout
+        assert _resets(dev) == 0, dev.console()[-2000:]
+        shown = (dev.root / "display.jsonl").read_text()
+        assert '"BAO TRI' in shown and "stopped (ctrl-C) for maintenance" in dev.console()
+
+        # The restart ended the window; the app feeds the watchdog again.
+        restarted = time.monotonic()
+        assert not wait_until(lambda: _resets(dev) > 0, 3 * wdt_s), dev.console()[-2000:]
+        assert time.monotonic() - restarted >= 3 * wdt_s
+
+        # A technician who walks away from the REPL: the watchdog brings the app back.
+        with Board.connect(dev.port) as board:
+            interrupted = time.monotonic()
+            assert board.exec("print(6 * 7)").strip() == "42"
+        wait_for(lambda: _resets(dev) == 1, timeout=window_s + wdt_s + 15,
+                 what="the watchdog reset after the maintenance window")
+        assert time.monotonic() - interrupted >= window_s  # not before the window ended
+        wait_for(lambda: "started after a maintenance reset" in dev.console(), timeout=15,
+                 what="the app again, and why it restarted")
+    finally:
+        dev.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """True as soon as condition() is; False if it stayed false for `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()

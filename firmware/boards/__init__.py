@@ -6,6 +6,10 @@
 #   show(screen)          LCD lines, LED colour, buzzer pattern (kiosk/ui.py)
 #   tick(now)             advance non-blocking outputs (buzzer patterns)
 #   HAS_WIFI, start_network(cfg), network_up()
+#   reset_cause(), reset(cause)      why this boot happened; restart the board
+#   wdt_start(ms), wdt_feed()        the hardware watchdog (cannot be stopped)
+#   wdt_maintenance(window_ms)       ctrl-C: feed a running watchdog by itself for
+#                                    window_ms (kiosk/health.py), note "maintenance"
 # Port differences live here and nowhere else.
 
 import select

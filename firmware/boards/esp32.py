@@ -48,6 +48,9 @@ _EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
 _MIN_UNIX = const(1735689600)  # 2025-01-01: an RTC before that was never set
 _RESET_NOTE = "/reset.cause"  # why the last run ended (written by reset())
 
+_MAINT_TIMER = const(0)  # hardware timer 0 feeds the watchdog in a maintenance window
+_MAINT_FEED_MS = const(1000)  # well inside the shortest watchdog timeout (WDT_MS)
+
 _OPTIONAL = ("lcd", "oled", "status_led")  # sections that may be null: not fitted
 DISPLAYS = ("hd44780", "ssd1306")  # pinmap "display": which of lcd / oled is fitted
 
@@ -175,6 +178,7 @@ class Board:
         self._status_up = False
         self._wlan = None
         self._wdt = None
+        self._maint = None  # the machine.Timer feeding the watchdog after ctrl-C
 
     def path(self, name):
         return "/" + name
@@ -276,7 +280,8 @@ class Board:
         machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
 
     def reset_cause(self):
-        """Why this boot happened: "crash" or "soft" (noted by reset()),
+        """Why this boot happened: "crash", "soft" (noted by reset()),
+        "maintenance" (noted by wdt_maintenance()),
         "watchdog", or "power" (power-on, brown-out, reset button)."""
         try:
             with open(_RESET_NOTE) as f:
@@ -306,6 +311,32 @@ class Board:
     def wdt_feed(self):
         if self._wdt is not None:
             self._wdt.feed()
+
+    def wdt_maintenance(self, window_ms):
+        """ctrl-C stopped the app for a technician's REPL session: a timer feeds
+        the running watchdog for window_ms, then lets it reset the board into the
+        app; returns window_ms, or 0 without a watchdog running. Timer callbacks
+        are soft on the ESP32: scheduled, and run between bytecodes and while the
+        REPL waits for input. A soft reset (ctrl-D) deinits every machine.Timer,
+        so kioskctl's restart ends the window; the watchdog keeps running and the
+        new app feeds it."""
+        wdt = self._wdt
+        if wdt is not None:
+            wdt.feed()
+            end = time.ticks_add(time.ticks_ms(), window_ms)
+
+            def feed(timer):
+                if time.ticks_diff(end, time.ticks_ms()) > 0:
+                    wdt.feed()
+                else:
+                    timer.deinit()  # the watchdog resets the board in WDT_MS
+
+            tim = machine.Timer(_MAINT_TIMER)
+            tim.init(mode=machine.Timer.PERIODIC, period=_MAINT_FEED_MS, callback=feed)
+            self._maint = tim
+        with open(_RESET_NOTE, "w") as f:  # the next boot's cause: not a crash
+            f.write("maintenance")
+        return window_ms if wdt is not None else 0
 
 
 def _open_display(pins):

@@ -9,7 +9,8 @@
 # folder). The network is the host's; a file "net.down" in the state folder
 # emulates a lost Wi-Fi link, and simulator/netfault.py breaks the path to
 # the broker. Resets end
-# the process (EXIT_RESET; the watchdog: SIGUSR1) for the simulator to restart.
+# the process (EXIT_RESET; the watchdog: SIGUSR1) for the simulator to restart;
+# on a virtual device (simulator/device.py) the device plays the watchdog.
 # Heap: the 256-byte read buffer.
 
 import _thread
@@ -44,7 +45,9 @@ class Board:
             log.warn("board", "KIOSK_SCANNER_FD not set: no scanner attached")
         self._display = open(self.path("display.jsonl"), "a")
         self._stall_at = None
-        self._fed = 0
+        self._fed = self._told = 0
+        self._wdt = None  # True: the thread; a file: the virtual device's pipe
+        self._maint_end = None  # ticks_ms when the maintenance window ends
         self._net_up = True
         self._net_checked = time.ticks_add(time.ticks_ms(), -1000)
 
@@ -138,25 +141,58 @@ class Board:
         sys.exit(EXIT_RESET)
 
     def wdt_start(self, timeout_ms):
-        # A thread stands in for the hardware watchdog: if the loop stops
-        # feeding it, it notes "watchdog" and kills the process with SIGUSR1
+        # The hardware watchdog, emulated. On a virtual device (simulator/device.py,
+        # KIOSK_WDT_FD set) it is the device's, as on a chip: it outlives the app
+        # (ctrl-C, the REPL) and a soft reset; starts, feeds and maintenance windows
+        # are lines on that pipe. Otherwise a thread stands in for it: if the loop
+        # stops feeding it, it notes "watchdog" and kills the process with SIGUSR1
         # (exit status -10), like a reset the loop could not prevent.
         timeout_ms = int(os.getenv("KIOSK_SIM_WDT_MS") or timeout_ms)  # tests: shorter
         stall = os.getenv("KIOSK_SIM_STALL_AFTER_MS")
         self._stall_at = time.ticks_add(time.ticks_ms(), int(stall)) if stall else None
-        self._fed = time.ticks_ms()
-        _thread.start_new_thread(self._watchdog, (timeout_ms,))
+        self._fed = self._told = time.ticks_ms()
+        fd = os.getenv("KIOSK_WDT_FD")
+        if fd:
+            self._wdt = open(int(fd), "wb")
+            self._tell("start %d" % timeout_ms)
+        else:
+            self._wdt = True
+            _thread.start_new_thread(self._watchdog, (timeout_ms,))
 
     def wdt_feed(self):
         if self._stall_at is not None and time.ticks_diff(time.ticks_ms(), self._stall_at) > 0:
             while True:  # fault injection: a hung main loop
                 time.sleep_ms(1000)
-        self._fed = time.ticks_ms()
+        now = self._fed = time.ticks_ms()
+        if self._wdt not in (None, True) and time.ticks_diff(now, self._told) >= 100:
+            self._told = now  # the device hears at most ten feeds a second
+            self._tell("feed")
+
+    def wdt_maintenance(self, window_ms):
+        # As boards/esp32.py: the running watchdog is fed by itself for the window
+        # (tests shorten it), then resets the board; the next boot says why.
+        window_ms = int(os.getenv("KIOSK_SIM_MAINT_MS") or window_ms)
+        if self._wdt is True:
+            self._maint_end = time.ticks_add(time.ticks_ms(), window_ms)
+        elif self._wdt is not None:
+            self._tell("maint %d" % window_ms)
+        _note(self.path(RESET_NOTE), "maintenance")
+        return window_ms if self._wdt is not None else 0
+
+    def _tell(self, line):
+        self._wdt.write((line + "\n").encode())  # unbuffered (flush would fsync a pipe)
 
     def _watchdog(self, timeout_ms):
-        while time.ticks_diff(time.ticks_ms(), self._fed) < timeout_ms:
+        while True:
+            now = time.ticks_ms()
+            end = self._maint_end
+            if end is not None and time.ticks_diff(end, now) > 0:
+                self._fed = now  # the maintenance window's timer feeds it
+            if time.ticks_diff(now, self._fed) >= timeout_ms:
+                break
             time.sleep_ms(100)
-        _note(self.path(RESET_NOTE), "watchdog")
+        if end is None:
+            _note(self.path(RESET_NOTE), "watchdog")
         os.system("kill -USR1 $PPID")
 
 

@@ -57,6 +57,7 @@ class Kiosk:
         # Verdicts: policy, trust list, online check, repeats (kiosk/gate.py).
         self.gate = Gate(board, cfg, self.mqtt, self._show, self._record, self.clock.now)
         self.scanner_fault = None  # "scanner" when the module did not take its setup
+        self.maint_ms = 0  # after ctrl-C: how long the board feeds the watchdog
 
     # -- scan path -----------------------------------------------------------
 
@@ -161,6 +162,8 @@ class Kiosk:
     def run(self):
         log.info("app", "kiosk %s fw %s, %d check-ins waiting in the journal"
                  % (self.device, VERSION, self.journal.pending))
+        if self.health.reset_cause != "power":
+            log.info("app", "started after a %s reset" % self.health.reset_cause)
         err = _setup_scanner(self.board)
         if err:
             self.scanner_fault = "scanner"  # the kiosk runs on; staff see the fault
@@ -172,16 +175,42 @@ class Kiosk:
             log.warn("app", "safe mode: %d crashes in a row" % self.health.streak)
         self.health.start_watchdog()
         gc.collect()  # the boot's garbage, before the loop's first allocations
-        while True:
-            try:
-                self.step(LOOP_MS)
-                self.health.feed(self.board.ticks_ms())  # only after a pass that completed
-            except Exception as e:  # last resort: a bug must not close the entrance
-                self.counts["errors"] += 1
-                log.error("app", "loop error: %r" % (e,))
-                if self.mqtt.state != mqttc.DOWN:
-                    self.mqtt.close()
-                    self.link._on_down("loop error")  # start afresh, after a backoff
+        try:
+            while True:
+                try:
+                    self.step(LOOP_MS)
+                    self.health.feed(self.board.ticks_ms())  # only after a completed pass
+                except Exception as e:  # last resort: a bug must not close the entrance
+                    self.counts["errors"] += 1
+                    log.error("app", "loop error: %r" % (e,))
+                    if self.mqtt.state != mqttc.DOWN:
+                        self.mqtt.close()
+                        self.link._on_down("loop error")  # start afresh, after a backoff
+        except KeyboardInterrupt:  # ctrl-C: a technician's tool wants the REPL
+            self.maintenance()
+
+    def maintenance(self):
+        """Stop for a technician's REPL session: the watchdog fed by the board
+        for a while (kiosk/health.py), the screen says so, the broker is left
+        cleanly, the journal closed. Returns; main.py ends and the REPL runs."""
+        steps = (self._maintenance_window, self._maintenance_screen, self.link.stop,
+                 self.journal.close)
+        for step in steps:
+            for _ in range(3):
+                try:
+                    step()
+                    break
+                except KeyboardInterrupt:
+                    pass  # tools send ctrl-C twice; every step is safe to do again
+
+    def _maintenance_window(self):
+        self.maint_ms = self.health.maintenance()
+
+    def _maintenance_screen(self):
+        log.warn("app", "stopped (ctrl-C) for maintenance: %s; ctrl-D restarts the app"
+                 % ("watchdog fed for %d s" % (self.maint_ms // 1000) if self.maint_ms
+                    else "no watchdog running"))
+        self.board.show(ui.maintenance())
 
 
 def _setup_scanner(board):
@@ -204,7 +233,8 @@ def _load_config(board):
 
 
 def main(board):
-    """Boot: show the version, load and check the config, then run forever."""
+    """Boot: show the version, load and check the config, then run until
+    ctrl-C stops it for maintenance."""
     board.show(ui.boot(VERSION))
     cfg, err = _load_config(board)
     if err:

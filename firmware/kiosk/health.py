@@ -13,6 +13,14 @@
 # online checks, telemetry), and says "safe mode" on screen and in telemetry.
 # Once a boot runs `window_s` seconds, the streak resets; the next boot is
 # normal. The file is replaced atomically (write .tmp, rename).
+#
+# Maintenance window: when a technician's tool (kioskctl, mpremote) interrupts
+# the app with ctrl-C to use the REPL, nothing runs the loop any more, and a
+# started watchdog cannot be stopped. maintenance() has the board feed it by
+# itself (a timer) for MAINT_MS, then stop: a kiosk left at the REPL resets
+# into the app. A soft reset (ctrl-D, kioskctl's restart) ends the window
+# early; the app then feeds the watchdog again. The next boot's reset cause is
+# "maintenance", which is not a crash.
 # Heap: a few small ints.
 
 import os
@@ -26,6 +34,7 @@ except ImportError:  # CPython (host tests and tools)
         return x
 
 WDT_MS = const(8000)
+MAINT_MS = const(600000)  # the watchdog is fed this long after ctrl-C (10 minutes)
 CRASH_CAUSES = ("watchdog", "crash")
 
 
@@ -68,6 +77,11 @@ class Health:
 
     def start_watchdog(self):
         self.board.wdt_start(WDT_MS)
+
+    def maintenance(self):
+        """The app was interrupted for a technician's REPL session. Returns how
+        long the board feeds the watchdog (ms), 0 if none was started."""
+        return self.board.wdt_maintenance(MAINT_MS)
 
     def feed(self, now):
         """The loop completed a pass: keep the watchdog from resetting."""

@@ -305,6 +305,13 @@ class Link:
             mq.disconnect()
             self.board.reset("soft")
 
+    def stop(self):
+        """Leave the broker for good (maintenance): status offline, DISCONNECT."""
+        mq = self.mqtt
+        if mq.state == mqttc.UP:
+            mq.publish(topic(self.device, "status"), b"offline", 1, True)
+        mq.disconnect()
+
     def send_telemetry(self):
         self.mqtt.publish(topic(self.device, "telemetry"), telemetry.payload(self), 0)
 

@@ -191,3 +191,8 @@ def unreadable():
 
 def config_error(field):
     return Screen("LOI CAU HINH", field, "red", "fail")
+
+
+def maintenance():
+    """The app stopped for a technician (ctrl-C: kioskctl, mpremote): no scanning."""
+    return Screen("BAO TRI", "Tam ngung quet", "amber")

@@ -128,8 +128,38 @@ class Poll:
         return iter(())
 
 
+class WDT:
+    def __init__(self, timeout=5000):
+        self.timeout = timeout
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+
+
+class Timer:
+    ONE_SHOT = 0
+    PERIODIC = 1
+    last = None
+
+    def __init__(self, id):
+        self.id = id
+        self.callback = None
+        Timer.last = self
+
+    def init(self, mode=PERIODIC, period=-1, callback=None):
+        self.mode = mode
+        self.period = period
+        self.callback = callback
+
+    def deinit(self):
+        self.callback = None
+
+
 machine = _Obj()
 machine.Pin = Pin
+machine.WDT = WDT
+machine.Timer = Timer
 machine.PWM = PWM
 machine.UART = UART
 machine.I2C = I2C
@@ -387,3 +417,25 @@ def test_pinmap_selects_the_ssd1306_oled():
     assert _board(devices=(0x27,), pins={"version": 1, "display": "ssd1306"}).lcd is None
     odd = _board(devices=(0x27,), pins={"version": 1, "display": "vfd"})
     assert odd.lcd is not None and odd.lcd.addr == 0x27  # unknown kind: the LCD is tried
+
+
+def test_ctrl_c_has_a_timer_feed_the_watchdog_for_the_window_then_stop():
+    b = _board()
+    esp32._RESET_NOTE = fwtest.tmpdir() + "/reset.cause"  # not the host's "/"
+    Timer.last = None
+    assert b.wdt_maintenance(600000) == 0  # no watchdog started: nothing to feed
+    assert Timer.last is None
+    b.wdt_start(8000)
+    wdt = b._wdt
+    assert wdt.timeout == 8000
+    assert b.wdt_maintenance(600000) == 600000
+    t = Timer.last
+    assert t.mode == Timer.PERIODIC and 0 < t.period <= 4000  # fed well within 8 s
+    fed = wdt.feeds
+    clock[0] = 599000  # the technician is still at the REPL: fed
+    t.callback(t)
+    assert wdt.feeds == fed + 1
+    clock[0] = 600000  # the window is over: no more feeding, the watchdog will reset
+    t.callback(t)
+    assert wdt.feeds == fed + 1 and t.callback is None
+    assert b.reset_cause() == "maintenance"  # the next boot: not counted as a crash

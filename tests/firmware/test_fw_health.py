@@ -2,7 +2,7 @@
 
 import fwtest
 
-from kiosk.health import Health
+from kiosk.health import MAINT_MS, Health
 
 
 class Board:
@@ -27,6 +27,10 @@ class Board:
 
     def wdt_feed(self):
         self.fed += 1
+
+    def wdt_maintenance(self, window_ms):
+        self.window = window_ms
+        return window_ms if self.wdt else 0
 
 
 def _boot(d, cause, crashes=3, window_s=600):
@@ -69,3 +73,19 @@ def test_a_damaged_boot_file_starts_afresh():
         f.write("garbage")
     h = _boot(d, "crash")
     assert h.boot == 1 and h.streak == 1 and not h.safe_mode
+
+
+def test_ctrl_c_asks_the_board_to_feed_the_watchdog_for_ten_minutes():
+    d = fwtest.tmpdir()
+    h = _boot(d, "power")
+    assert h.maintenance() == 0  # no watchdog running yet: nothing to feed
+    h.start_watchdog()
+    assert h.maintenance() == MAINT_MS == 600000 and h.board.window == MAINT_MS
+
+
+def test_a_maintenance_reset_is_not_a_crash():
+    d = fwtest.tmpdir()
+    _boot(d, "crash")
+    _boot(d, "watchdog")
+    h = _boot(d, "maintenance")  # a technician left the kiosk at the REPL
+    assert h.streak == 0 and not h.safe_mode

@@ -5,7 +5,7 @@ from kiosk import ui
 
 def test_every_screen_is_two_ascii_lines_of_sixteen():
     screens = [ui.boot("0.1.0"), ui.idle("A"), ui.passed("Nguyễn Văn An"), ui.unreadable(),
-               ui.config_error("broker.password")]
+               ui.config_error("broker.password"), ui.maintenance()]
     for reason in ui.REASONS:
         screens.append(ui.refused(reason))
     for s in screens:
