@@ -177,7 +177,7 @@ def _device_ids(template: str, first: int, count: int) -> list[str]:
 def cmd_provision(args: argparse.Namespace) -> int:
     from host_tools import provision
     from host_tools.deploy import restart_app
-    from host_tools.repl import Board
+    from host_tools.repl import RESTART_S, Board
 
     ports = _ports(args)
     ids = dict(zip(ports, _device_ids(args.device, args.first, len(ports)), strict=True))
@@ -205,7 +205,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                        f"{made.entry['broker']}{' (TLS)' if settings.tls else ''}; registered")
             if not args.no_restart:
                 progress(0.8, "restarting the app")
-                summary += "; " + restart_app(board, 15.0)
+                summary += "; " + restart_app(board, RESTART_S)
             return summary
 
     return _finish("provision", run_all(ports, work, "provision", out))
@@ -249,7 +249,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     from host_tools.deploy import restart_app
-    from host_tools.repl import Board
+    from host_tools.repl import RESTART_S, Board
     from host_tools.selftest import failed_checks, run_selftest
 
     ports = _ports(args)
@@ -263,7 +263,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             reports[port] = report
             if not args.no_restart:
                 progress(0.9, "restarting the app")
-                restart_app(board, 10.0)
+                restart_app(board, RESTART_S)
         failed = failed_checks(report)
         if failed:
             raise Failure("self-test FAILED: " + "; ".join(failed))

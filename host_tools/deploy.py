@@ -19,7 +19,7 @@ from pathlib import Path
 
 from host_tools.build import MANIFEST, Bundle
 from host_tools.errors import Failure
-from host_tools.repl import Board
+from host_tools.repl import RESTART_S, Board
 
 Progress = Callable[[float, str], None]  # fraction done 0..1, what happens now
 
@@ -52,7 +52,7 @@ def present_sizes(board: Board, names: list[str]) -> dict[str, int]:
     code = (f"import os, json\nr = {{}}\nfor n in {names!r}:\n    try:\n"
             "        r[n] = os.stat(n)[6]\n    except OSError:\n        r[n] = -1\n"
             "print(json.dumps(r))\n")
-    result = board.eval_json(code)
+    result = board.eval_json(code, what="reading the board's files")
     return result if isinstance(result, dict) else {}
 
 
@@ -61,7 +61,8 @@ def check_mpy(board: Board, bundle: Bundle) -> None:
     want = str(bundle.manifest.get("mpy") or "")
     if not want:
         return
-    raw = board.exec("import sys\nprint(getattr(sys.implementation, '_mpy', 0))").strip()
+    raw = board.exec("import sys\nprint(getattr(sys.implementation, '_mpy', 0))",
+                     what="reading the board's MicroPython version", changes=False).strip()
     try:
         has = int(raw) & 0xFF
     except ValueError:
@@ -87,7 +88,7 @@ def plan(bundle: Bundle, old: dict[str, dict[str, object]], sizes: dict[str, int
 
 
 def deploy(board: Board, bundle: Bundle, progress: Progress = lambda f, s: None,
-           restart: bool = True, wait_s: float = 15.0) -> str:
+           restart: bool = True, wait_s: float = RESTART_S) -> str:
     """Deploy and restart; a one-line summary of what was done."""
     check_mpy(board, bundle)
     progress(0.02, "reading the board's manifest")
@@ -106,7 +107,7 @@ def deploy(board: Board, bundle: Bundle, progress: Progress = lambda f, s: None,
     if p.remove:
         progress(0.9, f"removing {len(p.remove)} old files")
         board.exec(f"import os\nfor n in {p.remove!r}:\n    try:\n        os.remove(n)\n"
-                   "    except OSError:\n        pass\n")
+                   "    except OSError:\n        pass\n", what="removing old files")
     board.write_file(MANIFEST, bundle.manifest_bytes())
     summary = (f"fw {bundle.version}: {len(p.copy)} files copied, {p.unchanged} unchanged"
                + (f", {len(p.remove)} removed" if p.remove else ""))

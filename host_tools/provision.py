@@ -212,7 +212,8 @@ def register(fleet: Fleet, p: Provisioned, via: str, fw: str | None = None) -> N
 
 def device_platform(board: Board) -> str:
     """sys.platform on the board: 'esp32', or 'linux' for a virtual device."""
-    return board.exec("import sys\nprint(sys.platform)").strip()
+    return board.exec("import sys\nprint(sys.platform)", what="reading the board's platform",
+                      changes=False).strip()
 
 
 def write_to_board(board: Board, files: dict[str, bytes]) -> None:

@@ -7,16 +7,16 @@ import json
 from typing import Any
 
 from host_tools.errors import Failure
-from host_tools.repl import Board
+from host_tools.repl import SELFTEST_S, Board
 
 MARK = "KIOSK-SELFTEST "  # == firmware/kiosk/selftest.py MARK
 RUN = "from kiosk import selftest\nselftest.main()\n"
 
 
-def run_selftest(board: Board, timeout: float = 60.0) -> dict[str, Any]:
+def run_selftest(board: Board, timeout: float = SELFTEST_S) -> dict[str, Any]:
     """Run the self-test on the board; its report {"ok", "checks": [[name, status, detail]]}."""
     try:
-        out = board.exec(RUN, timeout=timeout)
+        out = board.exec(RUN, timeout=timeout, what="the self-test", changes=False)
     except Failure as e:
         if "ImportError" in str(e) or "no module named" in str(e).lower():
             raise Failure(f"{board.port}: the firmware on the board has no self-test: "

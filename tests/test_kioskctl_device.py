@@ -342,3 +342,96 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def _interpreter(dev: VirtualDevice) -> int:
+    """The pid of the device's MicroPython process (the app, or the REPL)."""
+    assert dev.proc is not None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == dev.proc.pid:
+            return int(entry.name)
+    raise AssertionError(f"no MicroPython process under the device {dev.proc.pid}")
+
+
+def test_a_board_that_hangs_and_resets_mid_selftest_ends_it_with_one_line(
+        tmp_path: Path, bundle: Path) -> None:
+    """The board hangs in the middle of `kioskctl selftest` and its watchdog resets it
+    (the console shows the ESP-ROM rst: line, then the app boots and keeps printing):
+    kioskctl ends at once with one line saying so, never a traceback, never a hang."""
+    import os
+    import signal
+    import time
+
+    # Short timers: the watchdog resets 3 s after ctrl-C, the maintenance window over at once.
+    dev = VirtualDevice(tmp_path / "flash", env={"KIOSK_SIM_WDT_MS": "3000",
+                                                 "KIOSK_SIM_MAINT_MS": "1"}).start()
+    try:
+        assert kioskctl("deploy", "--port", dev.port, "--bundle", str(bundle),
+                        "--no-restart").returncode == 0
+        prov = kioskctl(*provision_args(dev, "kiosk-rst-0001", 9, tmp_path / "fleet"))
+        assert "app running" in prov.stdout, prov.stdout + prov.stderr
+        display = dev.root / "display.jsonl"
+        wait_for(lambda: "MOI QUET MA QR" in display.read_text(),
+                 what="the app at its idle screen, its watchdog started")
+
+        test = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "selftest", "--port",
+                                 dev.port], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: "TEST HIEN THI" in display.read_text(), timeout=10,
+                     what="the self-test's display pattern")
+            os.kill(_interpreter(dev), signal.SIGSTOP)  # the board hangs mid-self-test
+            hung = time.monotonic()
+            stdout, stderr = test.communicate(timeout=30)
+        finally:
+            if test.poll() is None:
+                test.kill()
+                test.wait()
+        ended = time.monotonic() - hung
+        assert _resets(dev) == 1, dev.console()[-2000:]
+        proc = subprocess.CompletedProcess(test.args, test.returncode, stdout, stderr)
+        line = one_line_failure(proc, "the board reset during the self-test",
+                                "check power and cable", "nothing was changed")
+        assert line.startswith(f"kioskctl selftest: {dev.port}: "), line
+        assert stdout.strip() == "", stdout  # no report table: there was no report
+        assert ended < 3.0 + 5.0, ended  # the watchdog's 3 s, then the reset is seen at once
+    finally:
+        dev.stop()
+
+
+def test_a_board_that_stops_answering_or_keeps_printing_meets_a_deadline(
+        device: VirtualDevice) -> None:
+    """A command's deadline is overall: a silent board and one that never stops
+    printing both end the command with one line, in about the deadline."""
+    import os
+    import signal
+    import time
+
+    from host_tools.errors import Failure
+    from host_tools.repl import Board
+
+    with Board.connect(device.port) as board:
+        started = time.monotonic()
+        with pytest.raises(Failure) as busy:
+            # A boot log that goes on for longer than the deadline (then ends, for the next
+            # connection not to wait behind a backlog).
+            board.exec("import time\nt = time.ticks_ms()\n"
+                       "while time.ticks_diff(time.ticks_ms(), t) < 3500:\n"
+                       "    print('boot log line')\n    time.sleep_ms(20)\n", timeout=2.0)
+        assert time.monotonic() - started < 2.0 + 1.0
+    assert "did not finish within 2 s (the board kept printing" in str(busy.value)
+
+    with Board.connect(device.port) as board:
+        os.kill(_interpreter(device), signal.SIGSTOP)  # the board hangs
+        started = time.monotonic()
+        with pytest.raises(Failure) as silent:
+            board.exec("print(6 * 7)", timeout=2.0, what="the test", changes=False)
+        assert time.monotonic() - started < 2.0 + 1.0
+    assert str(silent.value) == (f"{device.port}: the board stopped answering during the test "
+                                 "(check power and cable), nothing was changed")
