@@ -258,6 +258,22 @@ class Board:
     def network_up(self):
         return self._wlan is not None and self._wlan.isconnected()
 
+    def wifi_status(self):
+        """Why the station is not connected, in words a technician acts on
+        (kiosk/selftest.py); the ESP-IDF reason codes network.STAT_* name."""
+        if self._wlan is None:
+            return "Wi-Fi not started"
+        st = self._wlan.status()
+        if st == network.STAT_WRONG_PASSWORD:
+            return "wrong password"
+        if st == network.STAT_NO_AP_FOUND:
+            return "network not found (check wifi.ssid and the distance to the access point)"
+        if st == network.STAT_CONNECTING:
+            return "still connecting"
+        if st == network.STAT_GOT_IP:
+            return "connected"
+        return "status %d" % st  # beacon/handshake timeouts, association refused
+
     def rssi(self):
         """Signal strength in dBm, or None without a Wi-Fi connection."""
         if not self.network_up():

@@ -163,9 +163,9 @@ def check_wifi(board, cfg, wait_ms):
         return "pass", "connected to " + cfg["wifi"]["ssid"]
     if wait_ms <= 0:
         return "fail", "not connected to " + cfg["wifi"]["ssid"]
-    status = getattr(board, "wifi_status", None)
-    why = (": " + status()) if status else ""
-    return "fail", "not connected to %s after %d s%s (wrong password? out of range?)" % (
+    status = getattr(board, "wifi_status", None)  # the ESP32 board says why
+    why = status() if status else "wrong password? out of range?"
+    return "fail", "not connected to %s after %d s: %s" % (
         cfg["wifi"]["ssid"], wait_ms // 1000, why)
 
 

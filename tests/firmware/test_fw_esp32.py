@@ -97,6 +97,7 @@ class WLAN:
         self.iface = iface
         self.calls = []
         self.up = False
+        self.stat = network.STAT_CONNECTING
         WLAN.the = self
 
     def active(self, on=None):
@@ -110,6 +111,9 @@ class WLAN:
 
     def isconnected(self):
         return self.up
+
+    def status(self):
+        return self.stat
 
 
 class Poll:
@@ -166,6 +170,10 @@ machine.I2C = I2C
 
 network = _Obj()
 network.STA_IF = 0
+network.STAT_CONNECTING = 1001
+network.STAT_WRONG_PASSWORD = 202
+network.STAT_NO_AP_FOUND = 201
+network.STAT_GOT_IP = 1010
 network.WLAN = WLAN
 network.names = []
 network.hostname = network.names.append
@@ -391,6 +399,20 @@ def test_start_network_starts_and_returns_status_led_follows():
     assert b.network_up()
     b.tick(0)
     assert b._status.v == 1
+
+
+def test_wifi_status_says_why_the_station_is_not_connected():
+    b = _board()
+    assert b.wifi_status() == "Wi-Fi not started"
+    b.start_network({"device": "kiosk-q1-0001", "wifi": {"ssid": "venue", "password": "bad"}})
+    w = WLAN.the
+    assert b.wifi_status() == "still connecting"
+    w.stat = network.STAT_WRONG_PASSWORD
+    assert b.wifi_status() == "wrong password"
+    w.stat = network.STAT_NO_AP_FOUND
+    assert b.wifi_status().startswith("network not found")
+    w.stat = 200  # beacon timeout: no word for it, the number helps support
+    assert b.wifi_status() == "status 200"
 
 
 def test_unix_time_and_paths():

@@ -115,6 +115,11 @@ def test_every_failure_is_named_with_what_to_do():
     assert status == "fail" and "/certs/ca.pem missing" in detail
     assert _status(report, "operator_key")[0] == "fail"
     assert _status(report, "display") == (None, None)  # not run: never counted as passed
+    # A board that knows why (the ESP32's driver status) says it instead of guessing.
+    board.wifi_status = lambda: "wrong password"
+    report = selftest.run(board, cfg, pattern=False, scanner=False, wifi_wait_ms=300)
+    status, detail = _status(report, "wifi")
+    assert status == "fail" and detail.endswith("venue-wifi after 0 s: wrong password")
 
 
 def test_tls_files_are_looked_up_on_the_device_and_a_running_app_is_not_disturbed():
