@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -69,6 +69,46 @@ DEFAULT_SESSION_EXPIRY = 30 * 24 * 3600
 MAX_GROUP = 500
 #: Most unacknowledged check-ins the broker may send us at a time (MQTT v5 Receive Maximum).
 RECEIVE_MAXIMUM = 2 * MAX_GROUP
+
+
+class _BufferedClient(mqtt.Client):
+    """paho's client reading the socket in large chunks.
+
+    paho reads every packet with three or four recv() calls (the type byte,
+    the remaining length byte by byte, the body): at thousands of check-ins a
+    second those system calls are a good part of the ingest process's time.
+    This takes whatever the socket holds (up to 64 KiB) at once and serves
+    paho's small reads from it; loop_read() then goes on while whole packets
+    are buffered, since select() cannot see them. Written here because paho
+    has no buffered-read option; it overrides paho 2.x's private _sock_recv
+    (pinned <3 in pyproject.toml; tests/test_bridge.py checks it still exists).
+    """
+
+    _CHUNK = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self._rsock: object = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._sock is not self._rsock:  # a new connection: nothing buffered is its
+            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(self._CHUNK)  # BlockingIOError when empty, as before
+            if not data:
+                return data  # connection closed
+            self._rbuf, self._rpos = data, 0
+        start = self._rpos
+        self._rpos = min(start + bufsize, len(self._rbuf))
+        return self._rbuf[start:self._rpos]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rpos < len(self._rbuf):
+            rc = super().loop_read(1)
+        return rc
 
 
 @dataclass(frozen=True)
@@ -158,7 +198,7 @@ class Ingest:
         self._rejection_log = _RateLimitedLog()
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
 
-        client = mqtt.Client(
+        client = _BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ from fixtures_services import (
 )
 
 from mqtt_bridge.forwarder import Backoff, Forwarder, idempotency_key
+from mqtt_bridge.ingest import _BufferedClient
 from mqtt_bridge.schema import CheckIn, Rejection, parse_checkin
 from mqtt_bridge.spool import Spool, SpoolRow
 from simulator.broker import BRIDGE_USER, Broker, free_port
@@ -52,6 +54,42 @@ def payload(**overrides: Any) -> bytes:
 
 
 # -- the payload gate (mqtt_bridge.schema) ---------------------------------------------
+
+
+
+def _publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT v5 QoS 0 PUBLISH (no properties), small enough for a 1-byte length."""
+    t = topic.encode()
+    body = len(t).to_bytes(2, "big") + t + b"\x00" + payload
+    return bytes([0x30, len(body)]) + body
+
+
+def test_buffered_ingest_client_delivers_every_packet_a_read_brought() -> None:
+    """The ingest's paho client reads the socket in large chunks (fewer system
+    calls): packets that arrived together are all delivered at once, even
+    though select() sees nothing more, and a packet split across reads is
+    reassembled. Also guards the paho internals it relies on."""
+    assert hasattr(mqtt.Client, "_sock_recv")  # paho 2.x; the override needs it
+    ours, broker_end = socket.socketpair()
+    ours.setblocking(False)
+    client = _BufferedClient(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                             client_id="buffered-test", protocol=mqtt.MQTTv5)
+    got: list[tuple[str, bytes]] = []
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    client._sock = ours  # what connect() would have set
+    try:
+        third = _publish_packet("kiosk/k2/checkin", b"three")
+        broker_end.sendall(_publish_packet("kiosk/k1/checkin", b"one")
+                           + _publish_packet("kiosk/k1/checkin", b"two") + third[:5])
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+        assert got == [("kiosk/k1/checkin", b"one"), ("kiosk/k1/checkin", b"two")]
+        broker_end.sendall(third[5:])
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+        assert got[-1] == ("kiosk/k2/checkin", b"three") and len(got) == 3
+    finally:
+        client._sock = None
+        ours.close()
+        broker_end.close()
 
 
 def test_parse_accepts_the_protocol_example() -> None:
