@@ -257,11 +257,8 @@ class Board:
         with self._deadline(f"copying {path}", copy_deadline(len(data)), changes=True):
             try:
                 self.transport.fs_writefile(tmp, data, chunk_size=512)
-            except TransportExecError as e:
-                raise Failure(f"{self.port}: cannot write {path} on the board ({e}): "
-                              "flash full or file system damaged?") from None
-            except OSError as e:
-                if not os.path.exists(self.port):
+            except (TransportExecError, OSError) as e:
+                if isinstance(e, OSError) and not os.path.exists(self.port):
                     raise self._lost(e) from None
                 raise Failure(f"{self.port}: cannot write {path} on the board ({e}): "
                               "flash full or file system damaged?") from None
@@ -274,10 +271,8 @@ class Board:
                 return bytes(self.transport.fs_readfile(path, chunk_size=512))
             except FileNotFoundError:
                 return None
-            except TransportExecError as e:
-                raise Failure(f"{self.port}: cannot read {path} on the board ({e})") from None
-            except OSError as e:
-                if not os.path.exists(self.port):
+            except (TransportExecError, OSError) as e:
+                if isinstance(e, OSError) and not os.path.exists(self.port):
                     raise self._lost(e) from None
                 raise Failure(f"{self.port}: cannot read {path} on the board ({e})") from None
 

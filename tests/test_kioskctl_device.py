@@ -278,6 +278,26 @@ def _resets(dev: VirtualDevice) -> int:
     return dev.console().count("rst:0x7 (TG0WDT_SYS_RESET)")
 
 
+def _kiosk_with_watchdog(tmp_path: Path, bundle: Path, device_id: str, wdt_ms: int,
+                         maint_ms: int) -> VirtualDevice:
+    """A virtual device with short watchdog and maintenance timers, deployed and
+    provisioned, its app at the idle screen (so its watchdog is running). No broker
+    listens on port 9: the app runs, and feeds its watchdog, without one."""
+    dev = VirtualDevice(tmp_path / "flash", env={"KIOSK_SIM_WDT_MS": str(wdt_ms),
+                                                 "KIOSK_SIM_MAINT_MS": str(maint_ms)}).start()
+    try:
+        assert kioskctl("deploy", "--port", dev.port, "--bundle", str(bundle),
+                        "--no-restart").returncode == 0
+        prov = kioskctl(*provision_args(dev, device_id, 9, tmp_path / "fleet"))
+        assert "app running" in prov.stdout, prov.stdout + prov.stderr
+        wait_for(lambda: "MOI QUET MA QR" in (dev.root / "display.jsonl").read_text(),
+                 what="the app at its idle screen, its watchdog started")
+    except BaseException:
+        dev.stop()
+        raise
+    return dev
+
+
 def test_a_technicians_session_outlasts_the_watchdog_and_a_forgotten_one_ends(
         tmp_path: Path, bundle: Path) -> None:
     """ctrl-C from kioskctl/mpremote opens a maintenance window: the board feeds the
@@ -289,17 +309,8 @@ def test_a_technicians_session_outlasts_the_watchdog_and_a_forgotten_one_ends(
     from host_tools.selftest import run_selftest
 
     wdt_s, window_s = 1.5, 6.0  # the kiosk's are 8 s and 10 minutes
-    dev = VirtualDevice(tmp_path / "flash", env={"KIOSK_SIM_WDT_MS": "1500",
-                                                 "KIOSK_SIM_MAINT_MS": "6000"}).start()
+    dev = _kiosk_with_watchdog(tmp_path, bundle, "kiosk-wd-0001", wdt_ms=1500, maint_ms=6000)
     try:
-        assert kioskctl("deploy", "--port", dev.port, "--bundle", str(bundle),
-                        "--no-restart").returncode == 0
-        # No broker listens on port 9: the app runs, and feeds its watchdog, without one.
-        prov = kioskctl(*provision_args(dev, "kiosk-wd-0001", 9, tmp_path / "fleet"))
-        assert "app running" in prov.stdout, prov.stdout + prov.stderr
-        wait_for(lambda: "MOI QUET MA QR" in (dev.root / "display.jsonl").read_text(),
-                 what="the app at its idle screen, its watchdog started")
-
         # A session much longer than the watchdog's timeout: self-test, commands, deploy.
         started = time.monotonic()
         test = kioskctl("selftest", "--port", dev.port, "--no-restart", timeout=30)
@@ -369,17 +380,9 @@ def test_a_board_that_hangs_and_resets_mid_selftest_ends_it_with_one_line(
     import time
 
     # Short timers: the watchdog resets 3 s after ctrl-C, the maintenance window over at once.
-    dev = VirtualDevice(tmp_path / "flash", env={"KIOSK_SIM_WDT_MS": "3000",
-                                                 "KIOSK_SIM_MAINT_MS": "1"}).start()
+    dev = _kiosk_with_watchdog(tmp_path, bundle, "kiosk-rst-0001", wdt_ms=3000, maint_ms=1)
     try:
-        assert kioskctl("deploy", "--port", dev.port, "--bundle", str(bundle),
-                        "--no-restart").returncode == 0
-        prov = kioskctl(*provision_args(dev, "kiosk-rst-0001", 9, tmp_path / "fleet"))
-        assert "app running" in prov.stdout, prov.stdout + prov.stderr
         display = dev.root / "display.jsonl"
-        wait_for(lambda: "MOI QUET MA QR" in display.read_text(),
-                 what="the app at its idle screen, its watchdog started")
-
         test = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "selftest", "--port",
                                  dev.port], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)

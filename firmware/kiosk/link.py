@@ -301,8 +301,7 @@ class Link:
         mq.flush()  # what this pass queued leaves now, not after the next wait
         if self.reboot_at is not None and time.ticks_diff(now, self.reboot_at) >= 0:
             log.info("app", "rebooting (command)")
-            mq.publish(topic(self.device, "status"), b"offline", 1, True)
-            mq.disconnect()
+            self.stop()
             self.board.reset("soft")
 
     def stop(self):
