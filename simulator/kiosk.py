@@ -120,7 +120,10 @@ class VirtualScanner:
             if not chunk:
                 continue
             buf += chunk
-            buf = self._handle(buf)
+            try:
+                buf = self._handle(buf)
+            except (serial.SerialException, OSError):
+                return  # the kiosk went away (killed mid-setup): nobody hears a reply
 
     def _handle(self, buf: bytes) -> bytes:
         """Answer every complete command in buf; return what is left."""
